@@ -1,0 +1,183 @@
+"""Command line: thin entry points over the library (train / predict / evaluate / demo)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _train(a) -> int:
+    from .config import load_config
+    from .train.recipe import run_training
+
+    cfg = load_config(a.config, a.overrides)
+    summary = run_training(a.data_dir, a.out, cfg, resume=a.resume)
+    if summary:
+        v = summary["val_with_age_bias"]
+        print(json.dumps({"run": str(a.out), "val_macro_f1": round(v["macro_f1"], 4),
+                          "seconds": summary["seconds"]}))
+    return 0
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _predict(a) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .data.images import read_image
+    from .data.layout import gather_inputs, looks_like_eval, read_eval
+    from .predict import Predictor, annotate
+
+    out = Path(a.out)
+    eval_mode = a.data_dir is not None and looks_like_eval(Path(a.data_dir))
+    if eval_mode:
+        table = read_eval(a.data_dir, verify_images=False)
+        paths = table["path"].tolist()
+    else:
+        inputs = ([a.data_dir] if a.data_dir else []) + a.inputs
+        if not inputs:
+            raise FileNotFoundError("nothing to predict: give --data-dir and/or image files or folders")
+        paths = gather_inputs(inputs)
+    all_faces = a.all_faces if a.all_faces is not None else not eval_mode
+    t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
+    pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta)
+    print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
+    ann_dir = Path(a.annotate) if a.annotate else None
+    if ann_dir:
+        ann_dir.mkdir(parents=True, exist_ok=True)
+    rows, errors, t1 = [], [], time.time()
+    for p, results, err in tqdm(pred.predict_files(paths, all_faces=all_faces), total=len(paths),
+                                desc="predict", unit="img", mininterval=2, disable=False):
+        if err:
+            errors.append({"path": str(p), "error": err})
+            print(f"maskgate: skipped {err}", file=sys.stderr)
+            continue
+        for i, r in enumerate(results):
+            rows.append({"path": str(p), "face": i, **r.as_row()})
+        if ann_dir:
+            import cv2
+            img = annotate(read_image(p), results)
+            cv2.imwrite(str(ann_dir / (p.stem + ".jpg")), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    rate = len(paths) / max(time.time() - t1, 1e-9)
+    if eval_mode:
+        ans = {r["path"]: r["class"] for r in rows if r["face"] == 0}
+        fill = int(np.bincount(list(ans.values()) or [0]).argmax())
+        table["ans"] = [ans.get(p, fill) for p in table["path"]]
+        _write_csv(out, table[["ImageID", "ans"]].to_dict("records"), ["ImageID", "ans"])
+        if errors:
+            print(f"maskgate: {len(errors)} unreadable image(s) got the most frequent class {fill}; "
+                  f"listed in {out.with_suffix('.errors.csv')}", file=sys.stderr)
+    else:
+        _write_csv(out, rows, ["path", "face", "class", "mask", "gender", "age", "confidence", "face_found",
+                               "det_score", "box"])
+    if errors:
+        _write_csv(out.with_suffix(".errors.csv"), errors, ["path", "error"])
+    print(f"wrote {out} ({len(paths) - len(errors)} image(s), {len(errors)} error(s), {rate:.1f} img/s)",
+          file=sys.stderr)
+    return 1 if errors and len(errors) == len(paths) else 0
+
+
+def _evaluate(a) -> int:
+    from .evaluate import evaluate_files
+
+    res = evaluate_files(a.pred, a.truth, a.report)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}, indent=2))
+    if a.report:
+        print(f"report: {a.report}/per_class.csv, {a.report}/confusion.png", file=sys.stderr)
+    return 0
+
+
+def _export(a) -> int:
+    from .models.classifier import MaskClassifier
+
+    model = MaskClassifier.load(a.model, eager=True)
+    model.save(a.out, script=True, weights=not a.graph_only)
+    print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
+
+
+def _demo(a) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(a.out), a.model)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskgate", description=__doc__)
+    p.add_argument("--version", action="version", version=f"maskgate {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train on the competition train/ layout")
+    t.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
+    t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    t.add_argument("--config", help="YAML with any subset of the default config's keys")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.input_size=192")
+    t.set_defaults(fn=_train)
+
+    pr = sub.add_parser("predict", help="classify the eval/ layout, image files or folders")
+    pr.add_argument("--data-dir", help="eval/ folder (info.csv + images/) or a plain folder of images")
+    pr.add_argument("inputs", nargs="*", help="more image files or folders")
+    pr.add_argument("--out", required=True, help="csv to write (ImageID,ans for the eval layout)")
+    pr.add_argument("--model", help="run folder or .pt bundle (default: the model shipped with maskgate)")
+    pr.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the images here")
+    faces = pr.add_mutually_exclusive_group()
+    faces.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,
+                       help="one row per detected face (default for plain images)")
+    faces.add_argument("--main-face", dest="all_faces", action="store_false",
+                       help="only the largest face (default for the eval layout)")
+    pr.add_argument("--tta", action="store_true", help="also classify the mirror image and average (2x slower)")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
+    pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
+    pr.set_defaults(fn=_predict)
+
+    e = sub.add_parser("evaluate", help="score a submission csv against the answers (18-class macro F1)")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--truth", required=True)
+    e.add_argument("--report", metavar="DIR", help="write per_class.csv, confusion.png, scores.json here")
+    e.set_defaults(fn=_evaluate)
+
+    x = sub.add_parser("export", help="write a model bundle with a TorchScript graph (fast CPU predict)")
+    x.add_argument("--model", required=True, help="run folder or .pt bundle")
+    x.add_argument("--out", required=True, help=".pt file to write")
+    x.add_argument("--graph-only", action="store_true", help="drop the fp16 weights, keep only the graph (smallest)")
+    x.set_defaults(fn=_export)
+
+    d = sub.add_parser("demo", help="run the shipped model on sample photos it makes; annotated images + csv")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--model", help="run folder or .pt bundle (default: the shipped model)")
+    d.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .data.images import ImageError
+    from .data.layout import LayoutError
+    from .train.recipe import RunExistsError
+
+    try:
+        return args.fn(args)
+    except (LayoutError, ImageError, ConfigError, RunExistsError, FileNotFoundError, ValueError) as e:
+        print(f"maskgate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskgate: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,84 @@
+"""Config: the commented default YAML shipped with the package, merged with a user YAML and key=value overrides."""
+from __future__ import annotations
+
+import copy
+import importlib.resources as ir
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_config() -> dict:
+    text = (ir.files("maskgate") / "configs" / "default.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        name = f"{prefix}{k}"
+        if k not in base:
+            raise ConfigError(f"{where}: unknown config key {name!r} (known: {', '.join(sorted(base))})")
+        if isinstance(base[k], dict) and k != "task_weights":
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}: {name!r} must be a mapping")
+            out[k] = _merge(base[k], v, where, name + ".")
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """'train.epochs=3' -> {'train': {'epochs': 3}}; values are parsed as YAML (true/false/numbers/lists)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value")
+    key, _, raw = item.partition("=")
+    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    node: dict = {}
+    cur = node
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+    return node
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
+    cfg = base if base is not None else default_config()
+    if path:
+        user = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(user, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping")
+        cfg = _merge(cfg, user, str(path))
+    for item in overrides or []:
+        cfg = _merge(cfg, parse_override(item), f"override {item!r}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    t, m = cfg["train"], cfg["model"]
+    checks = [
+        (isinstance(t["epochs"], int) and t["epochs"] >= 1, "train.epochs must be an integer >= 1"),
+        (isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size must be an integer >= 1"),
+        (isinstance(t["views"], int) and t["views"] >= 1, "train.views must be an integer >= 1"),
+        (isinstance(t["cache_features"], bool), "train.cache_features must be true or false"),
+        (isinstance(t["tune_age_bias"], bool), "train.tune_age_bias must be true or false"),
+        (isinstance(m["input_size"], int) and m["input_size"] >= 32, "model.input_size must be an integer >= 32"),
+        (t["age_balance"] in ("none", "sqrt", "inverse"), "train.age_balance must be none, sqrt or inverse"),
+        (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
+        (float(t["lr"]) > 0, "train.lr must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def dump_config(cfg: dict, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

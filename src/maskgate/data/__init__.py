@@ -1,0 +1,1 @@
+"""Reading inputs: the competition layouts, single images, person-level splits."""

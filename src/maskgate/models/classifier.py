@@ -1,0 +1,223 @@
+"""Backbone + heads, split into a frozen trunk and a trainable tail, and the bundle predict loads.
+
+The bundle (one .pt file) holds the weights, the age-band offsets tuned on validation, and the
+exact preprocessing (crop settings, input size, normalisation), so predict cannot drift from train.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..faces.crop import CropSettings
+from .heads import MultiHead, combine18
+
+BUNDLE_FORMAT = 1
+
+
+@dataclass
+class Preprocess:
+    """How a photo becomes the network's input: face crop, resize, normalise."""
+
+    crop: CropSettings = field(default_factory=CropSettings)
+    input_size: int = 160
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def resize(self, crops: np.ndarray) -> np.ndarray:
+        """N x S x S x 3 uint8 crops -> N x I x I x 3 uint8 at the network's input size."""
+        if crops.shape[1] == self.input_size:
+            return crops
+        interp = cv2.INTER_AREA if crops.shape[1] > self.input_size else cv2.INTER_LINEAR
+        return np.stack([cv2.resize(c, (self.input_size, self.input_size), interpolation=interp) for c in crops])
+
+    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """N x I x I x 3 uint8 (already at input size) -> normalised float N x 3 x I x I (channels-last)."""
+        # NHWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
+        return x.sub_(mean).div_(std)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        d = dict(d)
+        d["crop"] = CropSettings(**d.get("crop", {}))
+        return cls(**d)
+
+
+class Trunk(nn.Module):
+    """Stem + the first `k` blocks of an EfficientNet/MobileNet-style timm model (kept frozen)."""
+
+    def __init__(self, backbone: nn.Module, k: int):
+        super().__init__()
+        self.stem = nn.Sequential(backbone.conv_stem, backbone.bn1)
+        self.blocks = nn.Sequential(*list(backbone.blocks)[:k])
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+class Tail(nn.Module):
+    """Remaining blocks + head conv + pooling + task heads: the part that is trained."""
+
+    def __init__(self, backbone: nn.Module, k: int, heads: MultiHead, with_stem: bool):
+        super().__init__()
+        self.stem = nn.Sequential(backbone.conv_stem, backbone.bn1) if with_stem else nn.Identity()
+        self.blocks = nn.Sequential(*list(backbone.blocks)[k:])
+        self.head_conv = nn.Sequential(backbone.conv_head, backbone.bn2)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.heads = heads
+
+    def forward(self, x):
+        return self.heads(self.pool(self.head_conv(self.blocks(self.stem(x)))))
+
+
+class MaskgateNet(nn.Module):
+    """Full network = trunk (frozen, maybe empty) + tail (trained)."""
+
+    def __init__(self, backbone: str = "tf_efficientnet_lite0", weights: str = "packaged",
+                 freeze_blocks: int = 0, dropout: float = 0.2):
+        super().__init__()
+        from .backbones import create_backbone  # timm is imported only where a network is built
+
+        bb = create_backbone(backbone, weights)
+        if not all(hasattr(bb, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+            raise ValueError(f"{backbone}: trunk/tail split needs an EfficientNet/MobileNet-style timm model")
+        n_blocks = len(bb.blocks)
+        if not 0 <= freeze_blocks <= n_blocks:
+            raise ValueError(f"freeze_blocks={freeze_blocks} outside 0..{n_blocks} for {backbone}")
+        self.freeze_blocks = freeze_blocks
+        heads = MultiHead(bb.num_features, dropout)
+        self.trunk = Trunk(bb, freeze_blocks) if freeze_blocks > 0 else None
+        self.tail = Tail(bb, freeze_blocks, heads, with_stem=freeze_blocks == 0)
+        if self.trunk is not None:
+            self.trunk.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.trunk is not None:
+            self.trunk.eval()  # frozen BN statistics stay ImageNet's
+        return self
+
+    def forward(self, x):
+        if self.trunk is not None:
+            with torch.no_grad():
+                x = self.trunk(x)
+        return self.tail(x)
+
+
+class _Outputs(nn.Module):
+    """Tuple outputs for tracing (TorchScript wants tensors, not dicts)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        o = self.net(x)
+        return o["mask"], o["gender"], o["age"], o["age_years"]
+
+
+class ScriptedNet(nn.Module):
+    """A frozen TorchScript graph of the network (batch norms folded): ~2x faster on CPU, and
+    predict needs neither timm nor torchvision to import."""
+
+    KEYS = ("mask", "gender", "age", "age_years")
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x):
+        return dict(zip(self.KEYS, self.graph(x)))
+
+
+def script_net(net: nn.Module, input_size: int) -> bytes:
+    net = net.eval()
+    example = torch.zeros(2, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    buf = io.BytesIO()
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript deprecation notices
+        graph = torch.jit.freeze(torch.jit.trace(_Outputs(net).eval(), example, check_trace=False))
+        torch.jit.save(graph, buf)
+    return buf.getvalue()
+
+
+class MaskClassifier(nn.Module):
+    """What `maskgate predict` loads: network + age offsets + preprocessing + provenance."""
+
+    def __init__(self, net: MaskgateNet, preprocess: Preprocess, arch: dict, age_bias=None, info: dict | None = None):
+        super().__init__()
+        self.net = net
+        self.preprocess = preprocess
+        self.arch = arch
+        bias = torch.zeros(2, 3) if age_bias is None else torch.as_tensor(age_bias, dtype=torch.float32)
+        self.register_buffer("age_bias", bias.reshape(-1, 3).expand(2, 3).clone())  # per gender x age band
+        self.info = info or {}
+
+    @torch.inference_mode()
+    def predict_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(x)
+        out["log18"] = combine18(out, self.age_bias.to(x.device))
+        return out
+
+    def save(self, path: str | os.PathLike, half: bool = True, script: bool = False, weights: bool = True) -> None:
+        """Weights in fp16 (half the size; predictions agree to ~1e-3), plus a TorchScript graph if `script`.
+
+        `weights=False` (with `script`) keeps only the graph: the smallest file that predicts, as shipped.
+        """
+        if isinstance(self.net, ScriptedNet):
+            raise ValueError("this model was loaded from its TorchScript graph; load it with eager=True to save it")
+        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
+        blob = {"format": BUNDLE_FORMAT, "arch": self.arch, "preprocess": asdict(self.preprocess),
+                "age_bias": self.age_bias.tolist(), "info": self.info, "state_dict": state if weights else None}
+        if not (weights or script):
+            raise ValueError("a bundle needs weights or a TorchScript graph")
+        if script:
+            net = MaskgateNet(self.arch["backbone"], "none", self.arch["freeze_blocks"], self.arch["dropout"])
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            blob["torchscript"] = script_net(net, self.preprocess.input_size)  # exactly the shipped fp16 weights
+        atomic_torch_save(blob, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", eager: bool = False
+             ) -> "MaskClassifier":
+        """The bundle; its TorchScript graph when it has one (unless `eager`), else the timm network."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no model file (expected a run folder with best.pt, or a .pt bundle)")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - corrupt/foreign file: say which and why
+            raise ValueError(f"{path}: not a readable maskgate model ({e})") from None
+        if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"{path}: not a maskgate model bundle (format {BUNDLE_FORMAT})")
+        arch = dict(blob["arch"])
+        if blob.get("torchscript") and (not eager or blob.get("state_dict") is None):
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not for our users
+                warnings.simplefilter("ignore")
+                net = ScriptedNet(torch.jit.load(io.BytesIO(blob["torchscript"]), map_location=device))
+        else:
+            net = MaskgateNet(arch["backbone"], "none", arch.get("freeze_blocks", 0), arch.get("dropout", 0.0))
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        model = cls(net, Preprocess.from_dict(blob["preprocess"]), arch, blob["age_bias"], blob.get("info", {}))
+        return model.to(device).eval()
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """Write to a temporary file then rename: a killed run never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

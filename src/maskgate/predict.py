@@ -1,0 +1,161 @@
+"""The prediction core: images in, per-face results out.
+
+The CLI, and later an HTTP API, a video loop or a batch job, all call `Predictor`. It crops faces
+with the settings saved in the model bundle, so prediction reproduces training-time preprocessing.
+"""
+from __future__ import annotations
+
+import importlib.resources as ir
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .data.images import ImageError, read_image
+from .faces.crop import FaceCrop, FaceCropper
+from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
+from .models.classifier import MaskClassifier
+
+DEFAULT_MODEL = "default_model.pt"
+
+
+def default_model_path() -> Path:
+    return Path(str(ir.files("maskgate") / "assets" / DEFAULT_MODEL))
+
+
+@dataclass
+class FaceResult:
+    cls: int  # 0..17
+    confidence: float  # probability of the chosen class
+    probs: np.ndarray  # 18 class probabilities
+    face_found: bool  # False: no face detected, the whole-image fallback crop was used
+    det_score: float
+    box: np.ndarray  # x1 y1 x2 y2 (zeros for the fallback)
+
+    @property
+    def parts(self) -> tuple[int, int, int]:
+        return decode(self.cls)
+
+    def as_row(self) -> dict:
+        m, g, a = self.parts
+        return {"class": self.cls, "mask": MASK_NAMES[Mask(m)], "gender": GENDER_NAMES[Gender(g)],
+                "age": AGE_NAMES[AgeBand(a)], "confidence": round(self.confidence, 4),
+                "face_found": self.face_found, "det_score": round(self.det_score, 4),
+                "box": " ".join(f"{v:.0f}" for v in self.box)}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Predictor:
+    def __init__(self, model: MaskClassifier | str | os.PathLike | None = None, device: str = "auto",
+                 batch_size: int = 0, workers: int = 2, tta: bool = False):
+        self.device = resolve_device(device)
+        batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
+        if model is None:
+            model = default_model_path()
+        if not isinstance(model, MaskClassifier):  # TorchScript graph on CPU, the eager network on GPU
+            model = MaskClassifier.load(model, self.device, eager=self.device.type != "cpu")
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.model.net.to(memory_format=torch.channels_last)
+        self.pre = self.model.preprocess
+        # one detector thread per worker: the workers already run images side by side
+        self.cropper = FaceCropper(self.pre.crop, threads=1 if workers > 1 else 0)
+        self.batch_size, self.workers, self.tta = batch_size, workers, tta
+
+    # --- crops -> results -------------------------------------------------------------------------
+    def classify_crops(self, crops: list[FaceCrop]) -> list[FaceResult]:
+        if not crops:
+            return []
+        imgs = self.pre.resize(np.stack([c.image for c in crops]))
+        probs = []
+        for s in range(0, len(imgs), self.batch_size):
+            x = self.pre.to_tensor(imgs[s:s + self.batch_size]).to(self.device)
+            p = self.model.predict_logits(x)["log18"].exp()
+            if self.tta:  # mirror image: average the two class distributions
+                p = (p + self.model.predict_logits(x.flip(3))["log18"].exp()) / 2
+            probs.append(p.cpu().numpy())
+        p = np.concatenate(probs)
+        cls = p.argmax(1)
+        return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box) for k, pi, c in zip(cls, p, crops)]
+
+    def faces_of(self, rgb: np.ndarray, all_faces: bool) -> list[FaceCrop]:
+        return self.cropper.all_faces(rgb) if all_faces else [self.cropper.main_face(rgb)]
+
+    def predict_image(self, rgb: np.ndarray, all_faces: bool = True) -> list[FaceResult]:
+        """One RGB uint8 image -> a result per face (largest first; the fallback crop if none found)."""
+        return self.classify_crops(self.faces_of(rgb, all_faces))
+
+    # --- files -> results, pipelined: decoding + detection in threads, the network in batches -------
+    def predict_files(self, paths: Iterable[str | os.PathLike], all_faces: bool = False
+                      ) -> Iterator[tuple[Path, list[FaceResult] | None, str | None]]:
+        """Yields (path, results, None) or (path, None, error message) in input order; never stops on a bad file.
+
+        Worker threads decode and detect ahead (a bounded window, so any number of paths streams in
+        constant memory) while this thread runs the network on batches of crops.
+        """
+
+        def load(p):
+            try:
+                return p, self.faces_of(read_image(p), all_faces), None
+            except ImageError as e:
+                return p, None, str(e)
+
+        window = max(2 * self.batch_size, 16)
+        pending: deque = deque()
+        it = iter(Path(p) for p in paths)
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as ex:
+            def fill():
+                while len(pending) < window:
+                    p = next(it, None)
+                    if p is None:
+                        return
+                    pending.append(ex.submit(load, p))
+
+            fill()
+            while pending:
+                group = []
+                while pending and sum(len(c or []) for _, c, _ in group) < self.batch_size:
+                    group.append(pending.popleft().result())
+                    fill()
+                flat = [c for _, crops, _ in group if crops for c in crops]
+                results = iter(self.classify_crops(flat))
+                for p, crops, err in group:
+                    yield p, (None if crops is None else [next(results) for _ in crops]), err
+
+
+def annotate(rgb: np.ndarray, results: list[FaceResult]) -> np.ndarray:
+    """Draw boxes and labels (green: mask worn, orange: worn incorrectly, red: no mask)."""
+    import cv2
+
+    img = np.ascontiguousarray(rgb.copy())
+    h, w = img.shape[:2]
+    colours = {0: (40, 180, 60), 1: (255, 150, 0), 2: (220, 40, 40)}
+    th = max(2, round(max(h, w) / 300))
+    fs = max(0.45, max(h, w) / 900)
+    for r in results:
+        m, _, _ = r.parts
+        col = colours[m]
+        if r.face_found:
+            x1, y1, x2, y2 = (int(round(v)) for v in r.box)
+        else:
+            side = min(h, w)
+            x1, y1 = (w - side) // 2, (h - side) // 2
+            x2, y2 = x1 + side - 1, y1 + side - 1
+        cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
+        text = f"{class_name(r.cls)} {r.confidence:.2f}" + ("" if r.face_found else " (no face found)")
+        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, th // 2))
+        ty = y1 - 6 if y1 - tht - 10 > 0 else min(h - 4, y2 + tht + 8)
+        cv2.rectangle(img, (x1, ty - tht - 4), (x1 + tw + 6, ty + base - 2), col, -1)
+        cv2.putText(img, text, (x1 + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), max(1, th // 2),
+                    cv2.LINE_AA)
+    return img

@@ -1,0 +1,48 @@
+"""Transform presets (train / eval) from an aligned face crop to the network input, as uint8 images.
+
+Eval is exactly `Preprocess.resize`, the call predict uses. Train adds one random similarity warp
+(flip, scale, shift, rotation) done in a single interpolation, then photometric jitter.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..models.classifier import Preprocess
+
+
+class EvalTransform:
+    def __init__(self, preprocess: Preprocess):
+        self.pre = preprocess
+
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self.pre.resize(crop[None])[0]
+
+
+class TrainTransform:
+    def __init__(self, preprocess: Preprocess, aug: dict):
+        self.pre, self.aug = preprocess, aug
+
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a, size, src = self.aug, self.pre.input_size, crop.shape[0]
+        scale = rng.uniform(*a["scale"]) * size / src
+        angle = rng.uniform(-a["rotate"], a["rotate"])
+        m = cv2.getRotationMatrix2D((src / 2, src / 2), angle, scale)
+        m[:, 2] += (size - src) / 2 + rng.uniform(-a["shift"], a["shift"], 2) * size
+        if rng.random() < a["hflip"]:
+            m = np.array([[-1, 0, size - 1], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
+        out = cv2.warpAffine(crop, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # photometric jitter in uint8 with OpenCV (saturating arithmetic; ~10x faster than float numpy)
+        b = rng.uniform(1 - a["brightness"], 1 + a["brightness"]) if a["brightness"] else 1.0
+        c = rng.uniform(1 - a["contrast"], 1 + a["contrast"]) if a["contrast"] else 1.0
+        mean = float(out.mean())
+        img = cv2.convertScaleAbs(out, alpha=b * c, beta=mean * b * (1 - c))
+        gray = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        if rng.random() < a["grayscale"]:
+            img = gray
+        elif a["saturation"]:
+            sat = rng.uniform(1 - a["saturation"], 1 + a["saturation"])
+            img = cv2.addWeighted(img, sat, gray, 1 - sat, 0)
+        if rng.random() < a["blur"]:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
+        return img

@@ -1,0 +1,222 @@
+"""`maskgate train`: data -> person split -> face crops -> (cached trunk features) -> loop -> bundle.
+
+This is the one place that knows paths: the run folder gets config.yaml, metrics.csv, metrics.png,
+train.log, split.csv, last.pt (full training state, resumable) and best.pt (the predict bundle),
+all written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from .. import __version__
+from ..config import dump_config
+from ..data.layout import LayoutError, read_train
+from ..data.splits import kfold_people, split_people
+from ..faces.cache import CropCache, default_cache_root
+from ..faces.crop import CropSettings
+from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
+from .calibrate import tune_age_bias
+from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
+from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
+from .losses import MultiTaskLoss
+
+
+class RunExistsError(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} asked for, but no CUDA GPU is available")
+    return dev
+
+
+def init_distributed(device_name: str) -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group; the loop then wraps the model in DDP."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        use_nccl = device_name != "cpu" and torch.cuda.is_available()
+        if use_nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if use_nccl else "gloo")
+
+
+def _barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def build_preprocess(cfg: dict) -> Preprocess:
+    f, m = cfg["face"], cfg["model"]
+    crop = CropSettings(detector=f["detector"], det_max_side=int(f["det_max_side"]), min_score=float(f["min_score"]),
+                        crop_size=int(f["crop_size"]), margin=float(f["margin"]))
+    return Preprocess(crop=crop, input_size=int(m["input_size"]))
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = pd.DataFrame(history)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(h["epoch"], h["train_loss"], "o-")
+    ax[0].set_title("train loss")
+    for k in ("val_macro_f1", "val_mask_acc", "val_gender_acc", "val_age_acc"):
+        ax[1].plot(h["epoch"], h[k], "o-", label=k[4:])
+    ax[1].set_title("validation")
+    ax[1].legend(fontsize=8)
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict, resume: bool = False) -> dict:
+    init_distributed(cfg["device"])
+    device = resolve_device(cfg["device"])
+    out = Path(out_dir)
+    t_start = time.time()
+    if is_main():
+        if (out / "last.pt").exists() and not resume:
+            raise RunExistsError(f"{out}: holds a run already (last.pt); pass --resume to continue it, "
+                                 "or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    logf = open(out / "train.log", "a") if is_main() else None
+
+    def log(msg: str) -> None:
+        if is_main():
+            line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
+            print(line, flush=True)
+            logf.write(line + "\n")
+            logf.flush()
+
+    resume_state = None
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"{out}/last.pt: nothing to resume")
+        resume_state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        cfg = resume_state["config"]  # a resumed run continues with the config it started with
+        log(f"resuming {out}")
+    if is_main():
+        dump_config(cfg, out / "config.yaml")
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    # data -> person split
+    samples = read_train(train_dir, verify_images=False)  # images are decoded (and checked) by the crop pass
+    d = cfg["data"]
+    if d["max_people"] and d["max_people"] < samples["person"].nunique():
+        frac = d["max_people"] / samples["person"].nunique()
+        _, keep = split_people(samples, frac, seed)
+        samples = samples[samples["person"].isin(keep)].reset_index(drop=True)
+    if int(d["folds"]) >= 2:
+        train_ids, val_ids = kfold_people(samples, int(d["folds"]), seed)[int(d["fold"])]
+    else:
+        train_ids, val_ids = split_people(samples, float(d["val_fraction"]), seed)
+    is_val = samples["person"].isin(val_ids).to_numpy()
+    if is_main():
+        samples.assign(split=np.where(is_val, "val", "train"))[["path", "person", "label", "split"]].to_csv(
+            out / "split.csv", index=False)
+    log(f"{len(samples)} images of {samples['person'].nunique()} people: {len(train_ids)} people train, "
+        f"{len(val_ids)} validate (split by person)")
+
+    # faces
+    pre = build_preprocess(cfg)
+    cache_root = Path(cfg["cache_dir"]).expanduser() if cfg["cache_dir"] else default_cache_root()
+    cache = CropCache(cache_root, pre.crop)
+    paths = samples["path"].tolist()
+    if not is_main():
+        _barrier()
+    crops, found, keys, problems = cache.crop_all(paths, workers=int(cfg["workers"]))
+    if is_main():
+        _barrier()
+    if problems:
+        raise LayoutError(train_dir, problems)
+    log(f"face found in {found.mean():.1%} of images (the rest take the fallback crop)")
+
+    # model and datasets
+    m, t = cfg["model"], cfg["train"]
+    net = MaskgateNet(m["backbone"], m["weights"], int(m["freeze_blocks"]), float(m["dropout"]))
+    targets = targets_from(samples)
+    tr_idx, va_idx = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+    sub = lambda idx: {k: v[idx] for k, v in targets.items()}  # noqa: E731
+    if t["cache_features"] and net.trunk is not None:
+        parts = {"backbone": m["backbone"], "weights": m["weights"], "k": net.freeze_blocks, "pre": repr(pre),
+                 "views": t["views"], "aug": cfg["augment"], "seed": seed, "v": 2}
+        fpath = cache_root / "features" / f"{feature_cache_key(keys, parts)}.npy"
+        if not is_main():
+            _barrier()
+        feats = cache_trunk_features(net.trunk, crops, pre, cfg["augment"], int(t["views"]), fpath, seed, device)
+        if is_main():
+            _barrier()
+        train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), sub(tr_idx), train=True, seed=seed)
+        val_ds = FeatureDataset(np.ascontiguousarray(feats[va_idx, :1]), sub(va_idx), train=False)
+        module = net.tail
+        log(f"cached frozen-trunk outputs {tuple(feats.shape)} at {fpath}")
+    else:
+        train_ds = ImageDataset(crops[tr_idx], sub(tr_idx), pre, cfg["augment"], seed)
+        val_ds = ImageDataset(crops[va_idx], sub(va_idx), pre, None)
+        module = net
+    del crops
+    loss_fn = MultiTaskLoss(t, np.bincount(targets["age_band"][tr_idx], minlength=3)).to(device)
+    arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
+
+    def bundle(age_bias=None, info=None) -> MaskClassifier:
+        return MaskClassifier(net, pre, arch, age_bias, info)
+
+    def save(state: dict, metrics: dict, is_best: bool) -> None:
+        atomic_torch_save({**state, "config": cfg}, out / "last.pt")
+        pd.DataFrame(state["history"]).to_csv(out / "metrics.csv", index=False, float_format="%.5f")
+        plot_history(state["history"], out / "metrics.png")
+        if is_best:
+            atomic_torch_save(module.state_dict(), out / "best_weights.pt")
+            bundle(info={"epoch": metrics["epoch"], "val": metrics}).save(out / "best.pt")
+
+    loop_cfg = LoopConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+                          weight_decay=float(t["weight_decay"]), warmup_frac=float(t["warmup_frac"]),
+                          amp=bool(t["amp"]), seed=seed, workers=0 if t["cache_features"] else int(cfg["workers"]))
+    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log)
+
+    summary = {}
+    if is_main():
+        module.load_state_dict(torch.load(out / "best_weights.pt", map_location="cpu", weights_only=True))
+        module.to(device)
+        lg = collect_logits(module, val_ds, 256, device)
+        bias = np.zeros((2, 3), np.float32)
+        val_plain = logits_scores(lg)
+        if t["tune_age_bias"]:
+            bias, f_before, f_after = tune_age_bias(lg)
+            log(f"age-band offsets {bias.tolist()} tuned on validation: macro F1 {f_before:.4f} -> {f_after:.4f}")
+        val_tuned = logits_scores(lg, bias)
+        history = pd.read_csv(out / "metrics.csv")
+        summary = {"maskgate": __version__, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "train_dir": str(train_dir), "images": int(len(samples)), "people": int(samples["person"].nunique()),
+                   "val_people": len(val_ids), "best_epoch": int(history["val_macro_f1"].idxmax() + 1),
+                   "val": val_plain, "val_with_age_bias": val_tuned, "age_bias": bias.tolist(),
+                   "face_found_rate": float(found.mean()), "seconds": round(time.time() - t_start, 1),
+                   "device": str(device)}
+        bundle(bias, {k: summary[k] for k in ("maskgate", "finished", "images", "people", "best_epoch",
+                                               "val_with_age_bias", "age_bias")}).save(out / "best.pt", script=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(f"done in {summary['seconds']}s: validation macro F1 {val_tuned['macro_f1']:.4f} -> {out / 'best.pt'}")
+        logf.close()
+    _barrier()
+    return summary

@@ -1,0 +1,27 @@
+import pytest
+
+from maskgate.config import ConfigError, default_config, load_config, parse_override
+
+
+def test_defaults_load_and_have_every_section():
+    cfg = default_config()
+    assert {"data", "face", "model", "train", "augment"} <= set(cfg)
+
+
+def test_overrides_are_typed_not_strings():
+    cfg = load_config(overrides=["train.cache_features=false", "train.epochs=3", "augment.scale=[0.8,1.2]"])
+    assert cfg["train"]["cache_features"] is False  # the classic argparse type=bool bug cannot happen
+    assert cfg["train"]["epochs"] == 3 and cfg["augment"]["scale"] == [0.8, 1.2]
+    assert parse_override("a.b=0.5") == {"a": {"b": 0.5}}
+
+
+def test_unknown_keys_and_bad_values_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        load_config(overrides=["train.epoch=3"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(overrides=["train.epochs=0"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(overrides=["epochs"])
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  input_size: 128\n")
+    assert load_config(f)["model"]["input_size"] == 128

@@ -1,0 +1,52 @@
+"""The shipped default model and the demo, as a new user runs them."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskgate.predict import Predictor, default_model_path
+
+
+def test_default_model_is_shipped_and_small():
+    p = default_model_path()
+    assert p.is_file(), "the package must ship its default model"
+    assert p.stat().st_size < 25 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+def test_predict_image_returns_a_result_per_face(predictor, astronaut):
+    res = predictor.predict_image(astronaut)
+    assert len(res) == 1 and res[0].face_found
+    assert res[0].probs.shape == (18,) and abs(res[0].probs.sum() - 1) < 1e-4
+    assert res[0].confidence == pytest.approx(res[0].probs.max())
+
+
+def test_default_model_tells_mask_states_apart(predictor, astronaut, astronaut_face):
+    from maskgate.demo import draw_mask
+
+    worn = draw_mask(astronaut, astronaut_face.landmarks, worn=True)
+    below = draw_mask(astronaut, astronaut_face.landmarks, worn=False)
+    masks = [predictor.predict_image(im)[0].parts[0] for im in (astronaut, worn, below)]
+    assert masks[0] == 2 and masks[1] == 0, masks  # no mask / mask worn
+
+
+def test_grayscale_and_tiny_inputs(predictor):
+    gray = np.full((40, 30, 3), 120, np.uint8)
+    res = predictor.predict_image(gray)
+    assert len(res) == 1 and not res[0].face_found
+
+
+def test_demo_command(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "maskgate", "demo", "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "d" / "predictions.csv")
+    assert len(rows) >= 5 and rows["face_found"].all()
+    assert (tmp_path / "d" / "demo.png").stat().st_size > 50_000
+    assert len(list((tmp_path / "d" / "annotated").glob("*.jpg"))) == 5

@@ -1,0 +1,69 @@
+"""Decoding of awkward inputs: EXIF orientation, grayscale, RGBA, CMYK, 16-bit, truncated, not-an-image."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskgate.data.images import ImageError, decode_image, read_image
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_exif_orientation_applied():
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, :40] = 255  # left half white
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = decode_image(_bytes(img, "JPEG", exif=exif, quality=95))
+    assert out.shape == (80, 40, 3)
+    assert out[:40].mean() > 200 and out[40:].mean() < 50  # the white half is now on top
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA"])
+def test_modes_become_rgb(mode):
+    img = Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    out = decode_image(_bytes(img, fmt))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert abs(int(out.mean()) - 200) < 12
+
+
+def test_rgba_transparent_pixels_composited_on_grey():
+    arr = np.zeros((16, 16, 4), np.uint8)
+    out = decode_image(_bytes(Image.fromarray(arr, "RGBA"), "PNG"))
+    assert (out == 128).all()
+
+
+def test_16bit_png_scaled_to_8bit():
+    arr = np.full((20, 20), 65535, np.uint16)
+    arr[:10] = 0
+    out = decode_image(_bytes(Image.fromarray(arr), "PNG"))
+    assert out.shape == (20, 20, 3)
+    assert out[:10].max() == 0 and out[10:].min() == 255
+
+
+def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
+    data = _bytes(Image.fromarray(np.random.randint(0, 255, (64, 64, 3), np.uint8)), "JPEG")
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cut.jpg.*truncated"):
+        read_image(p)
+
+
+def test_not_an_image_and_empty(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("hello")
+    with pytest.raises(ImageError, match="notes.jpg: not an image"):
+        read_image(p)
+    e = tmp_path / "empty.png"
+    e.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_image(e)
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(tmp_path / "missing.jpg")

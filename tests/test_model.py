@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from maskgate.labels import encode
+from maskgate.models.classifier import MaskClassifier, MaskgateNet, Preprocess
+from maskgate.models.heads import MultiHead, combine18
+from maskgate.train.calibrate import tune_age_bias
+from maskgate.train.losses import MultiTaskLoss, create_loss, soft_age_targets
+from maskgate.config import default_config
+
+
+def test_combine18_is_a_distribution_and_agrees_with_heads():
+    torch.manual_seed(0)
+    lg = {"mask": torch.randn(50, 3), "gender": torch.randn(50, 2), "age": torch.randn(50, 3)}
+    log18 = combine18(lg)
+    assert torch.allclose(log18.exp().sum(1), torch.ones(50), atol=1e-5)
+    expect = encode(lg["mask"].argmax(1).numpy(), lg["gender"].argmax(1).numpy(), lg["age"].argmax(1).numpy())
+    assert (log18.argmax(1).numpy() == expect).all()
+    # an age offset moves age decisions only, and the result stays a distribution
+    biased = combine18(lg, torch.tensor([[0.0, 2.0, -1.0], [0.0, -1.0, 3.0]])).exp().view(50, 3, 2, 3)
+    assert torch.allclose(biased.sum((1, 2, 3)), torch.ones(50), atol=1e-5)
+    plain = log18.exp().view(50, 3, 2, 3)
+    assert torch.allclose(biased.sum((2, 3)), plain.sum((2, 3)), atol=1e-5)  # p(mask) unchanged
+    assert torch.allclose(biased.sum((1, 3)), plain.sum((1, 3)), atol=1e-5)  # p(gender) unchanged
+
+
+def test_multihead_shapes():
+    out = MultiHead(32)(torch.randn(4, 32))
+    assert out["mask"].shape == (4, 3) and out["gender"].shape == (4, 2) and out["age"].shape == (4, 3)
+    assert out["age_years"].shape == (4,)
+
+
+def test_packaged_weights_load_and_trunk_tail_equal_full_net():
+    torch.manual_seed(0)
+    net = MaskgateNet("tf_efficientnet_lite0", "packaged", freeze_blocks=4).eval()
+    assert not any(p.requires_grad for p in net.trunk.parameters())
+    assert all(p.requires_grad for p in net.tail.parameters())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a = net(x)["mask"]
+        b = net.tail(net.trunk(x))["mask"]
+    assert torch.allclose(a, b)
+    # ImageNet weights, not random: first conv filters have the learned scale
+    w = net.trunk.stem[0].weight
+    assert 0.05 < w.abs().mean() < 1.0
+
+
+def test_bundle_roundtrip(tmp_path):
+    net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=5).eval()
+    pre = Preprocess(input_size=64)
+    m = MaskClassifier(net, pre, {"backbone": "tf_efficientnet_lite0", "freeze_blocks": 5, "dropout": 0.2},
+                       [0.0, 0.3, 0.9])
+    m.save(tmp_path / "m.pt")
+    back = MaskClassifier.load(tmp_path / "m.pt")
+    assert back.preprocess == pre and back.age_bias.tolist() == [pytest.approx([0.0, 0.3, 0.9])] * 2
+    x = torch.randn(2, 3, 64, 64)
+    ref = m.eval().predict_logits(x)["log18"]
+    assert torch.allclose(back.predict_logits(x)["log18"], ref, atol=2e-2)  # fp16 storage
+
+
+def test_bundle_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        MaskClassifier.load(tmp_path)
+    bad = tmp_path / "bad.pt"
+    bad.write_text("garbage")
+    with pytest.raises(ValueError, match="bad.pt: not a readable maskgate model"):
+        MaskClassifier.load(bad)
+
+
+def test_soft_age_targets():
+    p = soft_age_targets(torch.tensor([20.0, 29.0, 30.0, 45.0, 59.0, 80.0]), sigma=1.5, eps=0.0)
+    assert torch.allclose(p.sum(1), torch.ones(6))
+    assert p[0, 0] > 0.99 and p[3, 1] > 0.99 and p[5, 2] > 0.99
+    assert 0.5 < p[1, 0] < 0.8 and 0.5 < p[2, 1] < 0.8 and 0.5 < p[4, 1] < 0.8  # near a boundary: shared
+    hard = soft_age_targets(torch.tensor([29.0, 30.0, 60.0]), sigma=0, eps=0.0)
+    assert hard.argmax(1).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["ce", "focal"])
+def test_losses_decrease_when_logits_move_to_target(name):
+    fn = create_loss(name)
+    tgt = torch.tensor([[0.0, 1.0, 0.0]])
+    assert fn(torch.tensor([[0.0, 3.0, 0.0]]), tgt) < fn(torch.tensor([[0.0, 0.0, 0.0]]), tgt)
+    with pytest.raises(ValueError, match="unknown loss"):
+        create_loss("nope")
+
+
+def test_multitask_loss_runs_on_all_18_classes():
+    cfg = default_config()["train"]
+    loss = MultiTaskLoss(cfg, np.array([100, 50, 10]))
+    out = MultiHead(8)(torch.randn(6, 8))
+    batch = {"mask": torch.tensor([0, 1, 2, 0, 1, 2]), "gender": torch.tensor([0, 1, 0, 1, 0, 1]),
+             "age_band": torch.tensor([0, 1, 2, 2, 1, 0]), "age": torch.tensor([20.0, 40, 70, 65, 33, 25])}
+    total, parts = loss(out, batch)
+    total.backward()
+    assert set(parts) == {"mask", "gender", "age", "age_reg"} and torch.isfinite(total)
+
+
+def test_age_bias_tuning_recovers_rare_band():
+    rng = np.random.default_rng(0)
+    n = 600
+    band = rng.choice(3, n, p=[0.6, 0.3, 0.1])
+    age_logits = np.eye(3)[band] * 1.0 + rng.normal(0, 0.6, (n, 3))
+    age_logits[:, 2] -= 1.2  # a model that under-predicts the rare band
+    lg = {"mask": np.eye(3)[band % 3] * 5, "gender": np.eye(2)[band % 2] * 5, "age": age_logits.astype(np.float32),
+          "t_mask": band % 3, "t_gender": band % 2, "t_age_band": band}
+    lg = {k: np.asarray(v, np.float32) if k in ("mask", "gender", "age") else v for k, v in lg.items()}
+    bias, before, after = tune_age_bias(lg)
+    assert after > before + 0.02 and bias[0, 2] > 0.5 and (bias[:, 0] == 0).all() and (bias[0] == bias[1]).all()

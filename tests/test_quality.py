@@ -1,0 +1,71 @@
+"""Quality floors on the shared maskproxy data (../shared/data/maskproxy); skipped where it is absent.
+
+1. Train the default recipe on a 500-person subset of maskproxy/train, score part of maskproxy/eval.
+2. The shipped default model on the same part of maskproxy/eval.
+"""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import SHARED
+
+pytestmark = pytest.mark.skipif(not (SHARED / "train" / "train.csv").is_file(),
+                                reason=f"shared maskproxy data not found at {SHARED}")
+EVAL_IMAGES = 1400  # part of the 3,395-image eval split, to keep CI short
+
+
+def _eval_subset(tmp_path):
+    info = pd.read_csv(SHARED / "eval" / "info.csv").iloc[:EVAL_IMAGES]
+    answers = pd.read_csv(SHARED / "eval" / "answers.csv").set_index("ImageID").loc[info["ImageID"]].reset_index()
+    ev = tmp_path / "eval"
+    (ev / "images").mkdir(parents=True)
+    for i in info["ImageID"]:
+        (ev / "images" / i).symlink_to(SHARED / "eval" / "images" / i)
+    info.to_csv(ev / "info.csv", index=False)
+    answers.to_csv(ev / "answers.csv", index=False)
+    return ev
+
+
+def _train_subset(tmp_path, n_people):
+    table = pd.read_csv(SHARED / "train" / "train.csv", dtype=str)
+    table = table.sample(n=n_people, random_state=0).sort_values("id")
+    tr = tmp_path / "train"
+    (tr / "images").mkdir(parents=True)
+    for folder in table["path"]:
+        (tr / "images" / folder).symlink_to(SHARED / "train" / "images" / folder)
+    table.to_csv(tr / "train.csv", index=False)
+    return tr
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, "-m", "maskgate", *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _score(model, ev, tmp_path, name):
+    sub = tmp_path / f"{name}.csv"
+    args = ["predict", "--data-dir", ev, "--out", sub] + (["--model", model] if model else [])
+    _run(*args)
+    return json.loads(_run("evaluate", "--pred", sub, "--truth", ev / "answers.csv").stdout)
+
+
+@pytest.mark.slow
+def test_training_on_a_maskproxy_subset_reaches_the_floor(tmp_path):
+    tr, ev = _train_subset(tmp_path, 500), _eval_subset(tmp_path)
+    _run("train", "--data-dir", tr, "--out", tmp_path / "run", "train.views=2")
+    res = _score(tmp_path / "run", ev, tmp_path, "subset")
+    print("subset-trained model on maskproxy eval part:", res)
+    assert res["mask_acc"] > 0.97
+    assert res["macro_f1"] > 0.50, res
+
+
+@pytest.mark.slow
+def test_shipped_default_model_on_maskproxy_eval(tmp_path):
+    res = _score(None, _eval_subset(tmp_path), tmp_path, "default")
+    print("shipped model on maskproxy eval part:", res)
+    assert res["mask_acc"] > 0.98
+    assert res["macro_f1"] > 0.70, res
