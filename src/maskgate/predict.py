@@ -154,8 +154,9 @@ def annotate(rgb: np.ndarray, results: list[FaceResult]) -> np.ndarray:
         cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
         text = f"{class_name(r.cls)} {r.confidence:.2f}" + ("" if r.face_found else " (no face found)")
         (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, th // 2))
-        ty = y1 - 6 if y1 - tht - 10 > 0 else min(h - 4, y2 + tht + 8)
-        cv2.rectangle(img, (x1, ty - tht - 4), (x1 + tw + 6, ty + base - 2), col, -1)
-        cv2.putText(img, text, (x1 + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), max(1, th // 2),
+        ty = y1 - 6 if y1 - tht - 10 > 0 else min(h - base - 2, y2 + tht + 8)
+        tx = max(0, min(x1, w - tw - 6))  # keep the label inside the picture
+        cv2.rectangle(img, (tx, ty - tht - 4), (tx + tw + 6, ty + base - 2), col, -1)
+        cv2.putText(img, text, (tx + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), max(1, th // 2),
                     cv2.LINE_AA)
     return img
