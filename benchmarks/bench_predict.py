@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 
 def make_inputs(src: Path, n: int, dst: Path) -> None:

@@ -44,7 +44,7 @@ def person_images(photo, face, rng) -> dict[str, np.ndarray]:
     base = np.clip(photo * tint, 0, 255).astype(np.uint8)
     lm = face.landmarks
     out = {}
-    for i, stem in enumerate(STEMS):
+    for stem in STEMS:
         colour = tuple(int(c) for c in rng.integers(40, 230, 3))
         if stem == "normal":
             img = base

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data.images import ImageError, read_image
+from .device import resolve_device
 from .faces.crop import FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
 from .models.classifier import MaskClassifier
@@ -47,12 +48,6 @@ class FaceResult:
                 "age": AGE_NAMES[AgeBand(a)], "confidence": round(self.confidence, 4),
                 "face_found": self.face_found, "det_score": round(self.det_score, 4),
                 "box": " ".join(f"{v:.0f}" for v in self.box)}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Predictor:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from .. import __version__
 from ..config import dump_config
 from ..data.layout import LayoutError, read_train
+from ..device import resolve_device
 from ..data.splits import kfold_people, split_people
 from ..faces.cache import CropCache, default_cache_root
 from ..faces.crop import CropSettings
@@ -32,16 +33,6 @@ from .losses import MultiTaskLoss
 
 class RunExistsError(RuntimeError):
     pass
-
-
-def resolve_device(name: str) -> torch.device:
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if name == "auto":
-        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} asked for, but no CUDA GPU is available")
-    return dev
 
 
 def init_distributed(device_name: str) -> None:
