@@ -108,9 +108,8 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     state = resume or {}
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        for ds in (train_ds,):
-            if hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch)
+        if hasattr(train_ds, "set_epoch"):  # per-epoch augmentation / view draws
+            train_ds.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()

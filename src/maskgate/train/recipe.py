@@ -31,6 +31,9 @@ from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .losses import MultiTaskLoss
 
 
+FEATURE_CACHE_VERSION = 2  # bump when the code that makes cached views changes (old caches are then ignored)
+
+
 class RunExistsError(RuntimeError):
     pass
 
@@ -151,7 +154,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     sub = lambda idx: {k: v[idx] for k, v in targets.items()}  # noqa: E731
     if t["cache_features"] and net.trunk is not None:
         parts = {"backbone": m["backbone"], "weights": m["weights"], "k": net.freeze_blocks, "pre": repr(pre),
-                 "views": t["views"], "aug": cfg["augment"], "seed": seed, "v": 2}
+                 "views": t["views"], "aug": cfg["augment"], "seed": seed, "v": FEATURE_CACHE_VERSION}
         fpath = cache_root / "features" / f"{feature_cache_key(keys, parts)}.npy"
         if not is_main():
             _barrier()
