@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from maskgate.faces.crop import CropSettings, FaceCropper, align_crop, similarity, template_points
+from maskgate.faces.crop import CropSettings, FaceCropper, align_crop, similarity, template_points, window_box
 from maskgate.faces.detect import create_detector
 
 
@@ -36,6 +36,36 @@ def test_crop_puts_landmarks_on_the_template(astronaut, astronaut_face):
     assert again, "face should still be found in its own crop"
     err = np.abs(again[0].landmarks - template_points(128, 0.1)).max()
     assert err < 10
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.25])
+def test_window_crop_ignores_everything_outside_the_window(astronaut, astronaut_face, margin):
+    """A tight photo and a wide portrait of one face must give the same crop: only the window counts."""
+    window = (0.2, 0.08, 0.92, 1.0)
+    size = 96
+    full = align_crop(astronaut, astronaut_face.landmarks, size, margin)  # no window: hair, helmet, flag
+    cut = align_crop(astronaut, astronaut_face.landmarks, size, margin, window)
+    t, l, r, b = window_box(size, margin, window)
+    assert 0 < t < size // 3 and 0 < l < r < size and b == (size if margin == 0 else round(size * 0.9))
+    assert np.array_equal(cut[t:b, l:r], full[t:b, l:r])
+    assert (cut[:t] == cut[t]).all() and (cut[:, :l] == cut[:, l:l + 1]).all()  # edge pixels repeated
+    # wipe everything outside the window (as a tighter photo would): the windowed crop does not change
+    tpl = template_points(size, margin)
+    other = full.copy()
+    other[:t] = 0
+    other[:, :l] = 255
+    other[:, r:] = 7
+    again = align_crop(other, tpl, size, margin, window)  # the template maps onto itself: identity warp
+    assert np.abs(again.astype(int) - cut.astype(int)).max() <= 2  # up to interpolation rounding
+    assert np.abs(align_crop(other, tpl, size, margin).astype(int) - full.astype(int)).max() > 100
+
+
+def test_window_settings_are_checked_and_keyed():
+    with pytest.raises(ValueError, match="face.window"):
+        CropSettings(window=(0.5, 0.1, 0.9, 0.4))
+    a, b = CropSettings(), CropSettings(window=[0.2, 0.08, 0.92, 1.0])
+    assert b.window == (0.2, 0.08, 0.92, 1.0) and a.key() != b.key()
+    assert a.key() == "retinaface-256-0.5-192-0.0"  # crops cached before the window keep their key
 
 
 def test_same_crop_at_train_and_predict_time(astronaut):

@@ -22,9 +22,21 @@ class CropSettings:
     min_score: float = 0.5
     crop_size: int = 192
     margin: float = 0.0
+    # Context window (top, left, right, bottom) as fractions of the margin-0 template crop; outside it
+    # every crop shows its own edge pixels repeated. None = no window (bundles saved before it existed).
+    window: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self):
+        if self.window is not None:
+            w = tuple(float(v) for v in self.window)
+            if len(w) != 4 or not (0 <= w[0] < w[3] <= 1 and 0 <= w[1] < w[2] <= 1):
+                raise ValueError(f"face.window must be [top, left, right, bottom] with 0 <= top < bottom <= 1 "
+                                 f"and 0 <= left < right <= 1, got {self.window!r}")
+            self.window = w
 
     def key(self) -> str:
-        return "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
+        key = "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
+        return key if self.window is None else key + "-w" + "_".join(f"{v:g}" for v in self.window)
 
 
 @dataclass
@@ -70,9 +82,27 @@ def fallback_landmarks(h: int, w: int) -> np.ndarray:
     return (TEMPLATE * side + [x0, y0]).astype(np.float32)
 
 
-def align_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+def window_box(size: int, margin: float, window: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """The context window in crop pixels (top, left, right, bottom); it shrinks with the margin like the face."""
+    t, l, r, b = (int(round(((v - 0.5) / (1.0 + margin) + 0.5) * size)) for v in window)
+    return max(t, 0), max(l, 0), min(r, size), min(b, size)
+
+
+def align_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int, margin: float,
+               window: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Similarity-align the 5 landmarks onto the template; outside `window` repeat the window's edge.
+
+    Why the window: the training photos (tight face crops) end a little above the eyebrows and beside
+    the cheeks, so their aligned crops show repeated edge pixels there, while a wider portrait shows
+    hair, ears and background. Cutting every crop to the same landmark-relative window, at train and
+    predict time alike, makes a portrait's crop look like a training crop instead of something new.
+    """
     m = similarity(landmarks, template_points(size, margin))
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if window is None:
+        return crop
+    t, l, r, b = window_box(size, margin, window)
+    return cv2.copyMakeBorder(np.ascontiguousarray(crop[t:b, l:r]), t, size - b, l, size - r, cv2.BORDER_REPLICATE)
 
 
 class FaceCropper:
@@ -87,8 +117,8 @@ class FaceCropper:
         s = self.settings
         if face is None:
             lm = fallback_landmarks(*rgb.shape[:2])
-            return FaceCrop(align_crop(rgb, lm, s.crop_size, s.margin), False, 0.0, landmarks=lm)
-        return FaceCrop(align_crop(rgb, face.landmarks, s.crop_size, s.margin), True, face.score,
+            return FaceCrop(align_crop(rgb, lm, s.crop_size, s.margin, s.window), False, 0.0, landmarks=lm)
+        return FaceCrop(align_crop(rgb, face.landmarks, s.crop_size, s.margin, s.window), True, face.score,
                         face.box, face.landmarks)
 
     def all_faces(self, rgb: np.ndarray) -> list[FaceCrop]:

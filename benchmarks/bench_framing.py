@@ -1,0 +1,108 @@
+"""How much do predictions move when the same face is framed wider? Macro F1 per framing.
+
+    python benchmarks/bench_framing.py --model A.pt [--model B.pt ...] [--images 3395] [--out DIR]
+
+The maskproxy eval photos are tight face crops. Each is also shown three wider ways, all 448x448:
+  portrait_blur     the photo at 240 px on an out-of-focus backdrop of its corner colours
+  portrait_mirror   the photo's outer quarter mirrored outwards (hair, cheeks, background continue)
+  small_face        the photo at 150 px on that backdrop: a face further from the camera
+Wider framing adds context above the forehead and beside the cheeks that the tight training photos
+never have. A crop that depends only on the face (`face.window`) should give the same answer for all
+four; the table reports macro F1 and how often the class agrees with the tight photo's.
+Synthetic: mirrored or blurred borders are not real hair and shoulders; real wide portraits are the
+real test, and this only measures sensitivity to what lies outside the face.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from maskgate.evaluate import macro_f1
+from maskgate.predict import Predictor
+
+
+def backdrop(img: np.ndarray) -> np.ndarray:
+    """A 448x448 out-of-focus backdrop in the photo's own corner colours (no face in it: a blurred,
+    enlarged copy of the face itself would be a second, bigger face for the detector)."""
+    h, w = img.shape[:2]
+    corners = np.concatenate([np.concatenate([img[:h // 8, :w // 8], img[:h // 8, -w // 8:]], 1),
+                              np.concatenate([img[-h // 8:, :w // 8], img[-h // 8:, -w // 8:]], 1)], 0)
+    return cv2.GaussianBlur(cv2.resize(corners, (448, 448)), (0, 0), 15)
+
+
+def blur_frame(face: np.ndarray, s: int, y: int) -> np.ndarray:
+    bg = backdrop(face)
+    small = cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA)
+    x = (448 - s) // 2
+    bg[y:y + s, x:x + s] = small
+    return bg
+
+
+def mirror_frame(face: np.ndarray) -> np.ndarray:
+    """Hair, cheeks and background continued by mirroring the photo's outer quarter, then a blurred frame."""
+    h, w = face.shape[:2]
+    big = cv2.copyMakeBorder(face, h // 4, h // 8, w // 5, w // 5, cv2.BORDER_REFLECT_101)
+    s = 300
+    big = cv2.resize(big, (s, s * big.shape[0] // big.shape[1]), interpolation=cv2.INTER_AREA)
+    bg = backdrop(face)
+    y, x = 40, (448 - s) // 2
+    hh = min(big.shape[0], 448 - y)
+    bg[y:y + hh, x:x + s] = big[:hh]
+    return bg
+
+
+FRAMINGS = {
+    "tight (as given)": None,
+    "portrait_blur": lambda f: blur_frame(f, 240, 70),
+    "portrait_mirror": mirror_frame,
+    "small_face": lambda f: blur_frame(f, 150, 110),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
+    ap.add_argument("--model", action="append", required=True, help="model bundle(s) to compare")
+    ap.add_argument("--images", type=int, default=3395)
+    ap.add_argument("--out", help="folder for results.json and an example picture")
+    a = ap.parse_args()
+    truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {}
+        for name, fn in FRAMINGS.items():
+            if fn is None:
+                folders[name] = [Path(a.eval) / "images" / i for i in truth.ImageID]
+                continue
+            d = Path(tmp) / name
+            d.mkdir()
+            for i in truth.ImageID:
+                cv2.imwrite(str(d / i), fn(cv2.imread(str(Path(a.eval) / "images" / i))),
+                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+            folders[name] = [d / i for i in truth.ImageID]
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            row = [cv2.resize(cv2.imread(str(folders[n][0])), (224, 224)) for n in FRAMINGS]
+            cv2.imwrite(str(Path(a.out) / "framings.png"), np.concatenate(row, 1))
+        for model in a.model:
+            p = Predictor(model)
+            preds = {}
+            for name, paths in folders.items():
+                preds[name] = np.array([r[0].cls for _, r, _ in p.predict_files(paths)])
+            tight = preds["tight (as given)"]
+            results[model] = {n: {"macro_f1": round(macro_f1(truth.ans.values, v), 4),
+                                  "agrees_with_tight": round(float((v == tight).mean()), 4)}
+                              for n, v in preds.items()}
+    print(json.dumps(results, indent=1))
+    if a.out:
+        (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
