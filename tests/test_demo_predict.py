@@ -36,6 +36,24 @@ def test_default_model_tells_mask_states_apart(predictor, astronaut, astronaut_f
     assert masks[0] == 2 and masks[1] == 0, masks  # no mask / mask worn
 
 
+def test_det_size_finds_a_small_face_in_a_big_frame_without_changing_crops(predictor, astronaut):
+    import cv2
+
+    # the astronaut at 160 px in a 1600x1200 frame, as a camera at an entrance sees a person
+    frame = np.full((1200, 1600, 3), 200, np.uint8)
+    frame[500:660, 700:860] = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
+    assert not predictor.predict_image(frame)[0].face_found  # at the model's 256 px the face is ~5 px
+    big = Predictor(det_size=1600)
+    found = big.predict_image(frame)
+    assert found[0].face_found and 700 < found[0].box[0] < found[0].box[2] < 860
+    # only where faces are looked for changes: the crop definition (size, margin, window) is the model's
+    import dataclasses
+    assert big.cropper.settings == dataclasses.replace(predictor.pre.crop, det_max_side=1600)
+    assert predictor.cropper.settings == predictor.pre.crop
+    with pytest.raises(ValueError, match="det_size"):
+        Predictor(det_size=8)
+
+
 def test_grayscale_and_tiny_inputs(predictor):
     gray = np.full((40, 30, 3), 120, np.uint8)
     res = predictor.predict_image(gray)

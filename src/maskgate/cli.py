@@ -54,7 +54,8 @@ def _predict(a) -> int:
         paths = gather_inputs(inputs)
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
-    pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta)
+    pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta,
+                     det_size=a.det_size)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--main-face", dest="all_faces", action="store_false",
                        help="only the largest face (default for the eval layout)")
     pr.add_argument("--tta", action="store_true", help="also classify the mirror image and average (2x slower)")
+    pr.add_argument("--det-size", type=int, metavar="PX",
+                    help="detect faces on a copy this large (longer side; default: the model's, 256). "
+                         "Larger finds small faces in big photos or camera frames, more slowly; crops are unchanged")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")

@@ -5,6 +5,7 @@ with the settings saved in the model bundle, so prediction reproduces training-t
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources as ir
 import os
 from collections import deque
@@ -52,7 +53,14 @@ class FaceResult:
 
 class Predictor:
     def __init__(self, model: MaskClassifier | str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 0, workers: int = 2, tta: bool = False):
+                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None):
+        """det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
+
+        Larger finds smaller faces (camera frames, group photos) at some speed. It only decides where the
+        faces are; the crop around each face (alignment, size, window) stays exactly the model's.
+        """
+        if det_size is not None and det_size < 32:  # checked before the model loads
+            raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         if model is None:
@@ -63,8 +71,11 @@ class Predictor:
         if self.device.type == "cpu":
             self.model.net.to(memory_format=torch.channels_last)
         self.pre = self.model.preprocess
+        crop = self.pre.crop
+        if det_size:
+            crop = dataclasses.replace(crop, det_max_side=int(det_size))
         # one detector thread per worker: the workers already run images side by side
-        self.cropper = FaceCropper(self.pre.crop, threads=1 if workers > 1 else 0)
+        self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
         self.batch_size, self.workers, self.tta = batch_size, workers, tta
 
     # --- crops -> results -------------------------------------------------------------------------
