@@ -1,9 +1,10 @@
 """`maskgate predict` end to end on 448x448 jpgs: start-up (imports + model load) and images/s.
 
-    python benchmarks/bench_predict.py --images 600 [--model RUN_OR_PT]
+    python benchmarks/bench_predict.py --images 600 [--model RUN_OR_PT [--model ...]]
 
-The 448x448 inputs are made from maskproxy eval photos placed in a wider frame (face ~45% of the
-width, blurred surroundings), i.e. portrait-like framing, written to a temporary folder.
+The 448x448 inputs are made from maskproxy eval photos framed as portraits (bench_framing.py's
+`portrait_blur`: the photo at 240 px on an out-of-focus backdrop), written to a temporary folder.
+More than one --model measures a soft-vote ensemble.
 """
 from __future__ import annotations
 
@@ -18,27 +19,22 @@ import time
 from pathlib import Path
 
 import cv2
+from bench_framing import FRAMINGS
 
 
 def make_inputs(src: Path, n: int, dst: Path) -> None:
-    files = sorted(src.glob("*.jpg"))[:n]
-    for f in files:
-        face = cv2.imread(str(f))
-        bg = cv2.GaussianBlur(cv2.resize(face, (448, 448)), (0, 0), 25)
-        s = 240
-        small = cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA)
-        y, x = 70, (448 - s) // 2
-        bg[y:y + s, x:x + s] = small
-        cv2.imwrite(str(dst / f.name), bg, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    for f in sorted(src.glob("*.jpg"))[:n]:
+        frame = FRAMINGS["portrait_blur"](cv2.imread(str(f)))
+        cv2.imwrite(str(dst / f.name), frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/maskproxy/eval/images")
     ap.add_argument("--images", type=int, default=600)
-    ap.add_argument("--model")
+    ap.add_argument("--model", action="append", default=[], help="bundle or run folder; repeat for an ensemble")
     a = ap.parse_args()
-    model = ["--model", a.model] if a.model else []
+    model = [arg for m in a.model for arg in ("--model", m)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "imgs"
         folder.mkdir()
@@ -53,7 +49,7 @@ def main() -> None:
                             str(Path(tmp) / "p.csv"), *model], capture_output=True, text=True, check=True)
         total = time.time() - t0
     rate = float(re.search(r"([0-9.]+) img/s", r.stderr).group(1))
-    print(json.dumps({"images": a.images, "size": "448x448 jpg", "startup_s": round(startup, 2),
+    print(json.dumps({"models": a.model or ["default"], "images": a.images, "size": "448x448 jpg", "startup_s": round(startup, 2),
                       "steady_img_per_s": rate, "end_to_end_s": round(total, 1),
                       "end_to_end_img_per_s": round(a.images / total, 1), "cores": os.cpu_count()}))
 

@@ -68,3 +68,41 @@ def test_demo_command(tmp_path):
     assert len(rows) >= 5 and rows["face_found"].all()
     assert (tmp_path / "d" / "demo.png").stat().st_size > 50_000
     assert len(list((tmp_path / "d" / "annotated").glob("*.jpg"))) == 5
+
+
+def _variant(**crop):
+    """The shipped model with other face-crop settings: a second, differently cutting ensemble member."""
+    import dataclasses
+
+    from maskgate.models.classifier import MaskClassifier
+
+    m = MaskClassifier.load(default_model_path())
+    m.preprocess = dataclasses.replace(m.preprocess, crop=dataclasses.replace(m.preprocess.crop, **crop))
+    return m
+
+
+def test_ensemble_is_the_normalised_geometric_mean_of_its_members(predictor, astronaut):
+    from maskgate.demo import draw_mask
+    from maskgate.faces.detect import create_detector
+
+    wide = _variant(window=None, margin=0.15)  # cuts the face differently
+    photos = [astronaut, draw_mask(astronaut, create_detector("retinaface").detect(astronaut)[0].landmarks, True)]
+    ens = Predictor([default_model_path(), wide])
+    single_wide = Predictor(wide)
+    for im in photos:
+        crops = ens.faces_of(im, all_faces=False)
+        assert list(crops[0].others) == [wide.preprocess.crop.alignment()]  # cut once more, for `wide`
+        a, b = predictor.predict_image(im)[0].probs, single_wide.predict_image(im)[0].probs
+        assert not np.allclose(a, b, atol=1e-3)  # the two members really disagree somewhat
+        g = np.sqrt(np.clip(a, 1e-8, None) * np.clip(b, 1e-8, None))
+        np.testing.assert_allclose(ens.predict_image(im, all_faces=False)[0].probs, g / g.sum(), atol=1e-5)
+    # an ensemble of one model twice is that model
+    twice = Predictor([default_model_path(), default_model_path()])
+    np.testing.assert_allclose(twice.predict_image(astronaut)[0].probs, predictor.predict_image(astronaut)[0].probs,
+                               atol=1e-5)
+
+
+def test_ensemble_members_must_find_faces_the_same_way():
+    other = _variant(detector="yunet")
+    with pytest.raises(ValueError, match="same way"):
+        Predictor([default_model_path(), other])

@@ -52,6 +52,9 @@ def test_predict_eval_layout_and_evaluate(tiny_run, tiny_data, tmp_path):
     assert len(pd.read_csv(tmp_path / "rep" / "per_class.csv")) == 18
     # the drawn masks are learnable even from 12 people: better than always answering "mask worn" (5/7)
     assert res["mask_acc"] > 0.75, res
+    # --model twice is a soft-vote ensemble; of one model with itself, it answers as that model
+    cli("predict", "--data-dir", ev, "--out", tmp_path / "ens.csv", "--model", tiny_run, "--model", tiny_run / "best.pt")
+    assert pd.read_csv(tmp_path / "ens.csv")["ans"].tolist() == out["ans"].tolist()
 
 
 def test_predict_folder_with_annotations_and_bad_file(tiny_run, tiny_data, tmp_path):

@@ -12,7 +12,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -51,51 +51,91 @@ class FaceResult:
                 "box": " ".join(f"{v:.0f}" for v in self.box)}
 
 
-class Predictor:
-    def __init__(self, model: MaskClassifier | str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None):
-        """det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
+ModelLike = MaskClassifier | str | os.PathLike
 
+
+class Predictor:
+    """One model, or a soft-vote ensemble of several, from photos to per-face results."""
+
+    def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
+                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None):
+        """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
+
+        det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
         Larger finds smaller faces (camera frames, group photos) at some speed. It only decides where the
         faces are; the crop around each face (alignment, size, window) stays exactly the model's.
+
+        An ensemble detects faces once, so its members must share the detection settings; each member
+        gets the face cut with its own alignment settings and input size.
         """
         if det_size is not None and det_size < 32:  # checked before the model loads
             raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
-        if model is None:
-            model = default_model_path()
-        if not isinstance(model, MaskClassifier):  # TorchScript graph on CPU, the eager network on GPU
-            model = MaskClassifier.load(model, self.device, eager=self.device.type != "cpu")
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cpu":
-            self.model.net.to(memory_format=torch.channels_last)
+        members = [default_model_path()] if model is None else (
+            list(model) if isinstance(model, (list, tuple)) else [model])
+        if not members:
+            raise ValueError("no model given")
+        self.models = [self._load(m) for m in members]
+        self.model = self.models[0]
         self.pre = self.model.preprocess
+        detection = self.pre.crop.detection()
+        for src, m in zip(members[1:], self.models[1:]):
+            if m.preprocess.crop.detection() != detection:
+                raise ValueError(
+                    f"{src}: an ensemble's models must find faces the same way; detector, det_max_side, min_score "
+                    f"are {m.preprocess.crop.detection()} here but {detection} in {members[0]}")
         crop = self.pre.crop
         if det_size:
             crop = dataclasses.replace(crop, det_max_side=int(det_size))
         # one detector thread per worker: the workers already run images side by side
         self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
+        self._other_cuts = list({m.preprocess.crop.alignment(): m.preprocess.crop for m in self.models
+                                 if m.preprocess.crop.alignment() != crop.alignment()}.values())
         self.batch_size, self.workers, self.tta = batch_size, workers, tta
 
+    def _load(self, model: ModelLike) -> MaskClassifier:
+        if not isinstance(model, MaskClassifier):  # TorchScript graph on CPU, the eager network on GPU
+            model = MaskClassifier.load(model, self.device, eager=self.device.type != "cpu")
+        model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            model.net.to(memory_format=torch.channels_last)
+        return model
+
     # --- crops -> results -------------------------------------------------------------------------
+    def _probs(self, model: MaskClassifier, crops: list[FaceCrop]) -> np.ndarray:
+        """One model's 18-class distribution for each crop (mirror-image average with `tta`)."""
+        key = model.preprocess.crop.alignment()
+        own = key == self.cropper.settings.alignment()
+        imgs = model.preprocess.resize(np.stack([c.image if own else c.others[key] for c in crops]))
+        probs = []
+        for s in range(0, len(imgs), self.batch_size):
+            x = model.preprocess.to_tensor(imgs[s:s + self.batch_size]).to(self.device)
+            p = model.predict_logits(x)["log18"].exp()
+            if self.tta:  # mirror image: average the two class distributions
+                p = (p + model.predict_logits(x.flip(3))["log18"].exp()) / 2
+            probs.append(p.cpu().numpy())
+        return np.concatenate(probs)
+
     def classify_crops(self, crops: list[FaceCrop]) -> list[FaceResult]:
         if not crops:
             return []
-        imgs = self.pre.resize(np.stack([c.image for c in crops]))
-        probs = []
-        for s in range(0, len(imgs), self.batch_size):
-            x = self.pre.to_tensor(imgs[s:s + self.batch_size]).to(self.device)
-            p = self.model.predict_logits(x)["log18"].exp()
-            if self.tta:  # mirror image: average the two class distributions
-                p = (p + self.model.predict_logits(x.flip(3))["log18"].exp()) / 2
-            probs.append(p.cpu().numpy())
-        p = np.concatenate(probs)
+        if len(self.models) == 1:
+            p = self._probs(self.model, crops)
+        else:  # soft vote: normalised geometric mean of the members' distributions
+            logp = np.mean([np.log(np.clip(self._probs(m, crops), 1e-8, None)) for m in self.models], axis=0)
+            p = np.exp(logp - logp.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
         cls = p.argmax(1)
         return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box) for k, pi, c in zip(cls, p, crops)]
 
     def faces_of(self, rgb: np.ndarray, all_faces: bool) -> list[FaceCrop]:
-        return self.cropper.all_faces(rgb) if all_faces else [self.cropper.main_face(rgb)]
+        faces = self.cropper.faces(rgb, all_faces)
+        crops = [self.cropper.crop_face(rgb, f) for f in faces]
+        for settings in self._other_cuts:  # ensemble members that cut faces differently
+            for c, f in zip(crops, faces):
+                c.others[settings.alignment()] = self.cropper.crop_face(rgb, f, settings).image
+        return crops
 
     def predict_image(self, rgb: np.ndarray, all_faces: bool = True) -> list[FaceResult]:
         """One RGB uint8 image -> a result per face (largest first; the fallback crop if none found)."""

@@ -38,6 +38,14 @@ class CropSettings:
         key = "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
         return key if self.window is None else key + "-w" + "_".join(f"{v:g}" for v in self.window)
 
+    def detection(self) -> tuple[str, int, float]:
+        """The part that decides where faces are (models that share it can share one detection pass)."""
+        return self.detector, self.det_max_side, self.min_score
+
+    def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
+        """The part that cuts a crop around a found face."""
+        return self.crop_size, self.margin, self.window
+
 
 @dataclass
 class FaceCrop:
@@ -46,6 +54,8 @@ class FaceCrop:
     score: float
     box: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((5, 2), np.float32))
+    # the same face cut with other alignment settings (ensemble members), keyed by CropSettings.alignment()
+    others: dict = field(default_factory=dict)
 
 
 # The template sits a little high in the crop: more chin and neck (where a pulled-down mask sits),
@@ -113,8 +123,14 @@ class FaceCropper:
         self.detector: FaceDetector = create_detector(
             settings.detector, max_side=settings.det_max_side, min_score=settings.min_score, threads=threads)
 
-    def crop_face(self, rgb: np.ndarray, face: Face | None) -> FaceCrop:
-        s = self.settings
+    def faces(self, rgb: np.ndarray, all_faces: bool) -> list[Face | None]:
+        """Detected faces, largest first (only the largest unless `all_faces`); [None] when there is none."""
+        faces = self.detector.detect(rgb)
+        return (faces if all_faces else faces[:1]) or [None]
+
+    def crop_face(self, rgb: np.ndarray, face: Face | None, settings: CropSettings | None = None) -> FaceCrop:
+        """Align one face (None: the fallback crop); `settings` overrides this cropper's alignment part."""
+        s = settings or self.settings
         if face is None:
             lm = fallback_landmarks(*rgb.shape[:2])
             return FaceCrop(align_crop(rgb, lm, s.crop_size, s.margin, s.window), False, 0.0, landmarks=lm)
@@ -123,10 +139,8 @@ class FaceCropper:
 
     def all_faces(self, rgb: np.ndarray) -> list[FaceCrop]:
         """Every detected face (largest first); the fallback crop when there is none."""
-        faces = self.detector.detect(rgb)
-        return [self.crop_face(rgb, f) for f in faces] or [self.crop_face(rgb, None)]
+        return [self.crop_face(rgb, f) for f in self.faces(rgb, all_faces=True)]
 
     def main_face(self, rgb: np.ndarray) -> FaceCrop:
         """The largest face, as used for one-label-per-image data (the competition layouts)."""
-        faces = self.detector.detect(rgb)
-        return self.crop_face(rgb, faces[0] if faces else None)
+        return self.crop_face(rgb, self.faces(rgb, all_faces=False)[0])
