@@ -101,3 +101,12 @@ def tiny_data(tmp_path_factory, astronaut, astronaut_face):
 
 TINY_OVERRIDES = ["model.input_size=96", "face.crop_size=112", "train.epochs=3", "train.views=2",
                   "train.batch_size=16", "data.val_fraction=0.25", "train.lr=0.003"]
+
+
+def small_face_frame(astronaut, astronaut_face, side=40):
+    """The astronaut's face at `side` px in a plain 256 px frame: RetinaFace scores it about 0.44."""
+    x1, y1, x2, y2 = astronaut_face.box.astype(int)
+    face = astronaut[max(0, y1 - 40):y2 + 30, max(0, x1 - 30):x2 + 30]
+    frame = np.full((256, 256, 3), 200, np.uint8)
+    frame[100:100 + side, 120:120 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return frame

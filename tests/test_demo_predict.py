@@ -106,3 +106,22 @@ def test_ensemble_members_must_find_faces_the_same_way():
     other = _variant(detector="yunet")
     with pytest.raises(ValueError, match="same way"):
         Predictor([default_model_path(), other])
+
+
+def test_weak_score_at_predict_time(predictor, astronaut, astronaut_face):
+    from conftest import small_face_frame
+
+    frame = small_face_frame(astronaut, astronaut_face)  # RetinaFace scores this face ~0.44 (< min_score 0.5)
+    assert predictor.pre.crop.weak_score is None  # the shipped model predates face.weak_score
+    assert not predictor.predict_image(frame)[0].face_found
+    weak = Predictor(weak_score=0.2)
+    res = weak.predict_image(frame)
+    assert res[0].face_found and 0.2 <= res[0].det_score < 0.5
+    assert weak.cropper.settings.alignment() == predictor.pre.crop.alignment()  # same crop definition
+    with pytest.raises(ValueError, match="weak_score"):
+        Predictor(weak_score=1.5)
+    # ensemble members that differ only in weak_score: refused, unless the caller decides it for all
+    other = _variant(weak_score=0.2)
+    with pytest.raises(ValueError, match="same way"):
+        Predictor([default_model_path(), other])
+    assert Predictor([default_model_path(), other], weak_score=0.3).cropper.settings.weak_score == 0.3

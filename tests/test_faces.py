@@ -4,6 +4,8 @@ import pytest
 from maskgate.faces.crop import CropSettings, FaceCropper, align_crop, similarity, template_points, window_box
 from maskgate.faces.detect import create_detector
 
+from conftest import small_face_frame
+
 
 def test_similarity_recovers_a_known_transform():
     rng = np.random.default_rng(0)
@@ -85,3 +87,26 @@ def test_fallback_when_no_face():
 def test_unknown_detector():
     with pytest.raises(ValueError, match="unknown face detector"):
         create_detector("nope")
+
+
+def test_weak_score_takes_the_best_weak_face_only_when_there_is_no_strong_one(astronaut, astronaut_face):
+    frame = small_face_frame(astronaut, astronaut_face)
+    strict = create_detector("retinaface", max_side=256, min_score=0.5)
+    weak = create_detector("retinaface", max_side=256, min_score=0.5, weak_score=0.1)
+    assert strict.detect(frame) == []  # the fallback crop would be used
+    faces = weak.detect(frame)
+    assert len(faces) == 1 and 0.1 <= faces[0].score < 0.5
+    x1, y1, x2, y2 = faces[0].box
+    assert 115 <= x1 < x2 <= 165 and 95 <= y1 < y2 <= 145  # on the face, not somewhere in the frame
+    # with a confident face present nothing changes: the same faces, no weak extras
+    a, b = strict.detect(astronaut), weak.detect(astronaut)
+    assert len(a) == len(b) == 1 and np.allclose(a[0].box, b[0].box) and b[0].score >= 0.5
+    with pytest.raises(ValueError, match="weak_score"):
+        create_detector("retinaface", min_score=0.5, weak_score=0.7)
+
+
+def test_weak_score_is_part_of_the_crop_definition():
+    old = CropSettings(window=(0.2, 0.08, 0.92, 1.0))
+    assert old.key().endswith("-w0.2_0.08_0.92_1")  # bundles and caches from before keep their key
+    new = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.1)
+    assert new.key() == old.key() + "-k0.1" and new.detection() != old.detection()

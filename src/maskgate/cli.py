@@ -55,7 +55,7 @@ def _predict(a) -> int:
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta,
-                     det_size=a.det_size)
+                     det_size=a.det_size, weak_score=a.weak_score)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--det-size", type=int, metavar="PX",
                     help="detect faces on a copy this large (longer side; default: the model's, 256). "
                          "Larger finds small faces in big photos or camera frames, more slowly; crops are unchanged")
+    pr.add_argument("--weak-score", type=float, metavar="S",
+                    help="when no face reaches the model's detection threshold, take the best one scoring at least "
+                         "S (small and masked faces score low) instead of the centre-square fallback; default: the "
+                         "model's face.weak_score (the shipped model predates it: none)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")

@@ -58,18 +58,24 @@ class Predictor:
     """One model, or a soft-vote ensemble of several, from photos to per-face results."""
 
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
-                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None):
+                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
+                 weak_score: float | None = None):
         """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
 
         det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
         Larger finds smaller faces (camera frames, group photos) at some speed. It only decides where the
         faces are; the crop around each face (alignment, size, window) stays exactly the model's.
+        weak_score: when no face reaches the model's min_score, take the best one above this instead of
+        the centre-square fallback (default: the model's own `face.weak_score`; models saved before it
+        existed have none). Also only a question of where the face is.
 
         An ensemble detects faces once, so its members must share the detection settings; each member
         gets the face cut with its own alignment settings and input size.
         """
         if det_size is not None and det_size < 32:  # checked before the model loads
             raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
+        if weak_score is not None and not 0 < weak_score < 1:
+            raise ValueError(f"weak_score must be between 0 and 1, got {weak_score}")
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         members = [default_model_path()] if model is None else (
@@ -79,15 +85,22 @@ class Predictor:
         self.models = [self._load(m) for m in members]
         self.model = self.models[0]
         self.pre = self.model.preprocess
-        detection = self.pre.crop.detection()
+        overridden = {"det_max_side": det_size, "weak_score": weak_score}  # given here: the models' values do not count
+
+        def detection(crop) -> dict:
+            d = dict(zip(("detector", "det_max_side", "min_score", "weak_score"), crop.detection()))
+            return {k: v for k, v in d.items() if overridden.get(k) is None}
+
         for src, m in zip(members[1:], self.models[1:]):
-            if m.preprocess.crop.detection() != detection:
-                raise ValueError(
-                    f"{src}: an ensemble's models must find faces the same way; detector, det_max_side, min_score "
-                    f"are {m.preprocess.crop.detection()} here but {detection} in {members[0]}")
+            if detection(m.preprocess.crop) != detection(self.pre.crop):
+                raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "
+                                 f"settings {detection(m.preprocess.crop)} differ from {members[0]}'s "
+                                 f"{detection(self.pre.crop)}")
         crop = self.pre.crop
         if det_size:
             crop = dataclasses.replace(crop, det_max_side=int(det_size))
+        if weak_score is not None:
+            crop = dataclasses.replace(crop, weak_score=min(float(weak_score), crop.min_score))
         # one detector thread per worker: the workers already run images side by side
         self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
         self._other_cuts = list({m.preprocess.crop.alignment(): m.preprocess.crop for m in self.models

@@ -25,6 +25,8 @@ class CropSettings:
     # Context window (top, left, right, bottom) as fractions of the margin-0 template crop; outside it
     # every crop shows its own edge pixels repeated. None = no window (bundles saved before it existed).
     window: tuple[float, float, float, float] | None = None
+    # No face at min_score: take the single best face scoring at least this (None = the fallback crop).
+    weak_score: float | None = None
 
     def __post_init__(self):
         if self.window is not None:
@@ -36,11 +38,13 @@ class CropSettings:
 
     def key(self) -> str:
         key = "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
-        return key if self.window is None else key + "-w" + "_".join(f"{v:g}" for v in self.window)
+        if self.window is not None:
+            key += "-w" + "_".join(f"{v:g}" for v in self.window)
+        return key if self.weak_score is None else key + f"-k{self.weak_score:g}"
 
-    def detection(self) -> tuple[str, int, float]:
+    def detection(self) -> tuple[str, int, float, float | None]:
         """The part that decides where faces are (models that share it can share one detection pass)."""
-        return self.detector, self.det_max_side, self.min_score
+        return self.detector, self.det_max_side, self.min_score, self.weak_score
 
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
         """The part that cuts a crop around a found face."""
@@ -121,7 +125,8 @@ class FaceCropper:
     def __init__(self, settings: CropSettings, threads: int = 0):
         self.settings = settings
         self.detector: FaceDetector = create_detector(
-            settings.detector, max_side=settings.det_max_side, min_score=settings.min_score, threads=threads)
+            settings.detector, max_side=settings.det_max_side, min_score=settings.min_score,
+            weak_score=settings.weak_score, threads=threads)
 
     def faces(self, rgb: np.ndarray, all_faces: bool) -> list[Face | None]:
         """Detected faces, largest first (only the largest unless `all_faces`); [None] when there is none."""
