@@ -85,22 +85,17 @@ class Predictor:
         self.models = [self._load(m) for m in members]
         self.model = self.models[0]
         self.pre = self.model.preprocess
-        overridden = {"det_max_side": det_size, "weak_score": weak_score}  # given here: the models' values do not count
-
-        def detection(crop) -> dict:
-            d = dict(zip(("detector", "det_max_side", "min_score", "weak_score"), crop.detection()))
-            return {k: v for k, v in d.items() if overridden.get(k) is None}
-
-        for src, m in zip(members[1:], self.models[1:]):
-            if detection(m.preprocess.crop) != detection(self.pre.crop):
-                raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "
-                                 f"settings {detection(m.preprocess.crop)} differ from {members[0]}'s "
-                                 f"{detection(self.pre.crop)}")
-        crop = self.pre.crop
+        # where faces are found, per model, after the options given here (they apply to every model)
+        found_by = [m.preprocess.crop for m in self.models]
         if det_size:
-            crop = dataclasses.replace(crop, det_max_side=int(det_size))
+            found_by = [dataclasses.replace(c, det_max_side=int(det_size)) for c in found_by]
         if weak_score is not None:
-            crop = dataclasses.replace(crop, weak_score=min(float(weak_score), crop.min_score))
+            found_by = [dataclasses.replace(c, weak_score=min(float(weak_score), c.min_score)) for c in found_by]
+        for src, c in zip(members[1:], found_by[1:]):
+            if c.detection() != found_by[0].detection():
+                raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "
+                                 f"settings {c.detection()} differ from {members[0]}'s {found_by[0].detection()}")
+        crop = found_by[0]
         # one detector thread per worker: the workers already run images side by side
         self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
         self._other_cuts = list({m.preprocess.crop.alignment(): m.preprocess.crop for m in self.models

@@ -42,9 +42,10 @@ class CropSettings:
             key += "-w" + "_".join(f"{v:g}" for v in self.window)
         return key if self.weak_score is None else key + f"-k{self.weak_score:g}"
 
-    def detection(self) -> tuple[str, int, float, float | None]:
+    def detection(self) -> dict:
         """The part that decides where faces are (models that share it can share one detection pass)."""
-        return self.detector, self.det_max_side, self.min_score, self.weak_score
+        return {"detector": self.detector, "det_max_side": self.det_max_side, "min_score": self.min_score,
+                "weak_score": self.weak_score}
 
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
         """The part that cuts a crop around a found face."""
