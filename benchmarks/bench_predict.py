@@ -33,8 +33,12 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/maskproxy/eval/images")
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--model", action="append", default=[], help="bundle or run folder; repeat for an ensemble")
+    ap.add_argument("--weak-score", type=float, help="as `maskgate predict --weak-score` (members saved with "
+                                                      "different values need it)")
     a = ap.parse_args()
     model = [arg for m in a.model for arg in ("--model", m)]
+    if a.weak_score is not None:
+        model += ["--weak-score", str(a.weak_score)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "imgs"
         folder.mkdir()
@@ -42,7 +46,7 @@ def main() -> None:
         # start-up: a fresh process that imports maskgate and loads the model, nothing else
         t0 = time.time()
         subprocess.run([sys.executable, "-c", "from maskgate.predict import Predictor; Predictor(" +
-                        (repr(a.model) if a.model else "") + ")"], check=True)
+                        (repr(a.model) if a.model else "None") + f", weak_score={a.weak_score!r})"], check=True)
         startup = time.time() - t0
         t0 = time.time()
         r = subprocess.run([sys.executable, "-m", "maskgate", "predict", "--data-dir", str(folder), "--out",

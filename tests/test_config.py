@@ -25,3 +25,17 @@ def test_unknown_keys_and_bad_values_rejected(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model:\n  input_size: 128\n")
     assert load_config(f)["model"]["input_size"] == 128
+
+
+def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
+    # `--config gpu` is the packaged GPU recipe merged over the defaults: whole-network fine-tune on images
+    cfg = load_config("gpu")
+    assert cfg["model"]["freeze_blocks"] == 0 and cfg["train"]["cache_features"] is False
+    assert cfg["face"] == default_config()["face"]  # the crop is the default one: the same predict path
+    with pytest.raises(ConfigError, match="not a packaged config name.*gpu"):
+        load_config("gpu_typo")
+    # a file of that name in the working folder wins over the packaged one
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpu").write_text("train:\n  epochs: 2\n")
+    assert load_config("gpu")["train"]["epochs"] == 2
+    assert load_config("gpu")["model"]["freeze_blocks"] == default_config()["model"]["freeze_blocks"]

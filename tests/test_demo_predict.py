@@ -112,16 +112,18 @@ def test_weak_score_at_predict_time(predictor, astronaut, astronaut_face):
     from conftest import small_face_frame
 
     frame = small_face_frame(astronaut, astronaut_face)  # RetinaFace scores this face ~0.44 (< min_score 0.5)
-    assert predictor.pre.crop.weak_score is None  # the shipped model predates face.weak_score
-    assert not predictor.predict_image(frame)[0].face_found
-    weak = Predictor(weak_score=0.2)
-    res = weak.predict_image(frame)
+    assert predictor.pre.crop.weak_score == 0.2  # the shipped model was trained with face.weak_score
+    res = predictor.predict_image(frame)
     assert res[0].face_found and 0.2 <= res[0].det_score < 0.5
-    assert weak.cropper.settings.alignment() == predictor.pre.crop.alignment()  # same crop definition
-    with pytest.raises(ValueError, match="weak_score"):
-        Predictor(weak_score=1.5)
+    off = Predictor(weak_score=0)  # 0 = off: only faces at min_score count, else the centre-square fallback
+    assert not off.predict_image(frame)[0].face_found
+    assert off.cropper.settings.alignment() == predictor.pre.crop.alignment()  # same crop definition
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match="weak_score"):
+            Predictor(weak_score=bad)
     # ensemble members that differ only in weak_score: refused, unless the caller decides it for all
-    other = _variant(weak_score=0.2)
+    other = _variant(weak_score=None)
     with pytest.raises(ValueError, match="same way"):
         Predictor([default_model_path(), other])
     assert Predictor([default_model_path(), other], weak_score=0.3).cropper.settings.weak_score == 0.3
+    assert Predictor([default_model_path(), other], weak_score=0).cropper.settings.weak_score is None

@@ -37,6 +37,23 @@ def test_train_writes_a_complete_run_folder(tiny_run):
     assert s["val_with_age_bias"]["macro_f1"] >= s["val"]["macro_f1"] - 1e-9
 
 
+def test_gpu_recipe_trains_the_whole_network_from_images(tiny_data, tmp_path):
+    """`--config gpu` (how the shipped model was made) runs on CPU too: images augmented on the fly in
+    loader worker processes, every block trained, a bundle that predicts."""
+    train, ev = tiny_data
+    run = tmp_path / "g"
+    cli("train", "--data-dir", train, "--out", run, "--config", "gpu", *TINY_OVERRIDES, "train.epochs=1", "workers=2")
+    cfg = (run / "config.yaml").read_text()
+    assert "freeze_blocks: 0" in cfg and "cache_features: false" in cfg
+    assert "cached frozen-trunk outputs" not in (run / "train.log").read_text()
+    from maskgate.models.classifier import MaskClassifier
+
+    m = MaskClassifier.load(run / "best.pt", eager=True)
+    assert m.arch["freeze_blocks"] == 0 and m.net.trunk is None
+    cli("predict", "--data-dir", ev, "--out", tmp_path / "s.csv", "--model", run)
+    assert len(pd.read_csv(tmp_path / "s.csv")) == len(pd.read_csv(ev / "info.csv"))
+
+
 def test_predict_eval_layout_and_evaluate(tiny_run, tiny_data, tmp_path):
     _, ev = tiny_data
     sub = tmp_path / "submission.csv"

@@ -68,4 +68,4 @@ def test_shipped_default_model_on_maskproxy_eval(tmp_path):
     res = _score(None, _eval_subset(tmp_path), tmp_path, "default")
     print("shipped model on maskproxy eval part:", res)
     assert res["mask_acc"] > 0.98
-    assert res["macro_f1"] > 0.60, res  # measured 0.620 on this part (0.645 on the whole eval split)
+    assert res["macro_f1"] > 0.62, res  # measured 0.640 on this part (0.673 on the whole eval split)

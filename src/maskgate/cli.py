@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on the competition train/ layout")
     t.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
     t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    t.add_argument("--config", help="YAML with any subset of the default config's keys")
+    t.add_argument("--config", help="YAML with any subset of the default config's keys, or a packaged config's name (gpu)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.input_size=192")
     t.set_defaults(fn=_train)
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--weak-score", type=float, metavar="S",
                     help="when no face reaches the model's detection threshold, take the best one scoring at least "
                          "S (small and masked faces score low) instead of the centre-square fallback; default: the "
-                         "model's face.weak_score (the shipped model predates it: none)")
+                         "model's face.weak_score (0.2 for the shipped model); 0 = off")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")

@@ -18,6 +18,24 @@ def default_config() -> dict:
     return yaml.safe_load(text)
 
 
+def packaged_configs() -> list[str]:
+    """Names of the config files shipped with the package (usable as `--config NAME`)."""
+    return sorted(p.name[:-5] for p in (ir.files("maskgate") / "configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def config_text(path: str | Path) -> tuple[str, str]:
+    """(YAML text, where it came from) for a file path or the name of a packaged config (e.g. `gpu`)."""
+    p = Path(path)
+    if p.is_file():
+        return p.read_text(), str(p)
+    name = str(path)
+    if name in packaged_configs():
+        res = ir.files("maskgate") / "configs" / f"{name}.yaml"
+        return res.read_text(), f"maskgate/configs/{name}.yaml"
+    raise ConfigError(f"{path}: no such config file, and not a packaged config name "
+                      f"(packaged: {', '.join(packaged_configs())})")
+
+
 def _merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in override.items():
@@ -52,10 +70,11 @@ def parse_override(item: str) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
     cfg = base if base is not None else default_config()
     if path:
-        user = yaml.safe_load(Path(path).read_text()) or {}
+        text, where = config_text(path)
+        user = yaml.safe_load(text) or {}
         if not isinstance(user, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping")
-        cfg = _merge(cfg, user, str(path))
+            raise ConfigError(f"{where}: expected a YAML mapping")
+        cfg = _merge(cfg, user, where)
     for item in overrides or []:
         cfg = _merge(cfg, parse_override(item), f"override {item!r}")
     validate(cfg)

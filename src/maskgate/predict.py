@@ -67,15 +67,15 @@ class Predictor:
         faces are; the crop around each face (alignment, size, window) stays exactly the model's.
         weak_score: when no face reaches the model's min_score, take the best one above this instead of
         the centre-square fallback (default: the model's own `face.weak_score`; models saved before it
-        existed have none). Also only a question of where the face is.
+        existed have none); 0 turns it off. Also only a question of where the face is.
 
         An ensemble detects faces once, so its members must share the detection settings; each member
         gets the face cut with its own alignment settings and input size.
         """
         if det_size is not None and det_size < 32:  # checked before the model loads
             raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
-        if weak_score is not None and not 0 < weak_score < 1:
-            raise ValueError(f"weak_score must be between 0 and 1, got {weak_score}")
+        if weak_score is not None and not 0 <= weak_score < 1:
+            raise ValueError(f"weak_score must be in [0, 1) (0 = off), got {weak_score}")
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         members = [default_model_path()] if model is None else (
@@ -90,7 +90,8 @@ class Predictor:
         if det_size:
             found_by = [dataclasses.replace(c, det_max_side=int(det_size)) for c in found_by]
         if weak_score is not None:
-            found_by = [dataclasses.replace(c, weak_score=min(float(weak_score), c.min_score)) for c in found_by]
+            found_by = [dataclasses.replace(c, weak_score=min(float(weak_score), c.min_score) if weak_score else None)
+                        for c in found_by]
         for src, c in zip(members[1:], found_by[1:]):
             if c.detection() != found_by[0].detection():
                 raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "
