@@ -8,27 +8,18 @@
 Every recipe is one `maskgate train` run (same seed, so the same person split) into <out>/<name>;
 all share one crop cache. With --eval-dir each run is also scored on that eval split. A recipe that
 would start after --deadline-s is skipped (so a lease-limited GPU session still gets its table).
-Writes <out>/recipes.csv and prints it as a markdown table.
+Writes <out>/recipes.csv and prints it as a table.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-
-
-def maskgate(args: list, env: dict) -> str:
-    r = subprocess.run([sys.executable, "-m", "maskgate", *map(str, args)], env=env, text=True,
-                       stdout=subprocess.PIPE, stderr=None)
-    if r.returncode:
-        raise RuntimeError(f"maskgate {args[0]} failed ({r.returncode})")
-    return r.stdout
+from bench_train import run as maskgate  # `python -m maskgate ...`; exits with a message on failure
 
 
 def main() -> None:
@@ -58,7 +49,7 @@ def main() -> None:
         try:
             maskgate(["train", "--data-dir", a.data_dir, "--out", run_dir,
                       *(["--config", a.config] if a.config else []), *rest.split()], env)
-        except RuntimeError as e:
+        except SystemExit as e:  # one failed recipe does not stop the others
             print(f"[bench_recipes] {name}: {e}", flush=True)
             continue
         s = json.loads((run_dir / "summary.json").read_text())

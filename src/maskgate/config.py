@@ -13,9 +13,13 @@ class ConfigError(ValueError):
     pass
 
 
+def _packaged(name: str):
+    """The packaged config file `configs/<name>.yaml` (a Traversable; may not exist)."""
+    return ir.files("maskgate") / "configs" / f"{name}.yaml"
+
+
 def default_config() -> dict:
-    text = (ir.files("maskgate") / "configs" / "default.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(_packaged("default").read_text())
 
 
 def packaged_configs() -> list[str]:
@@ -28,10 +32,8 @@ def config_text(path: str | Path) -> tuple[str, str]:
     p = Path(path)
     if p.is_file():
         return p.read_text(), str(p)
-    name = str(path)
-    if name in packaged_configs():
-        res = ir.files("maskgate") / "configs" / f"{name}.yaml"
-        return res.read_text(), f"maskgate/configs/{name}.yaml"
+    if str(path) in packaged_configs():
+        return _packaged(str(path)).read_text(), f"maskgate/configs/{path}.yaml"
     raise ConfigError(f"{path}: no such config file, and not a packaged config name "
                       f"(packaged: {', '.join(packaged_configs())})")
 
