@@ -1,7 +1,8 @@
 """How much do predictions move when the same face is framed wider? Macro F1 per framing.
 
     python benchmarks/bench_framing.py --model A.pt [--model B.pt ...] [--images 3395] [--out DIR]
-                                       [--weak-score S] [--det-size PX]   (predict-time detection options)
+                                       [--weak-score S] [--det-size PX] [--det-retry PX]
+    (the last three: predict-time detection options, as `maskgate predict`'s)
 
 The maskproxy eval photos are tight face crops. Each is also shown three wider ways, all 448x448:
   portrait_blur     the photo at 240 px on an out-of-focus backdrop of its corner colours
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--out", help="folder for results.json and an example picture")
     ap.add_argument("--weak-score", type=float, help="as `maskgate predict --weak-score`")
     ap.add_argument("--det-size", type=int, help="as `maskgate predict --det-size`")
+    ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
     a = ap.parse_args()
     truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
     results = {}
@@ -94,7 +96,7 @@ def main() -> None:
             row = [cv2.resize(cv2.imread(str(folders[n][0])), (224, 224)) for n in FRAMINGS]
             cv2.imwrite(str(Path(a.out) / "framings.png"), np.concatenate(row, 1))
         for model in a.model:
-            p = Predictor(model, weak_score=a.weak_score, det_size=a.det_size)
+            p = Predictor(model, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
             preds, found = {}, {}
             for name, paths in folders.items():
                 res = [r[0] for _, r, _ in p.predict_files(paths)]
@@ -105,7 +107,8 @@ def main() -> None:
                                   "agrees_with_tight": round(float((v == tight).mean()), 4),
                                   "face_found": round(float(np.mean(found[n])), 4)}
                               for n, v in preds.items()}
-            results[model]["options"] = {"weak_score": a.weak_score, "det_size": a.det_size}
+            results[model]["options"] = {"weak_score": a.weak_score, "det_size": a.det_size,
+                                         "det_retry": a.det_retry}
     print(json.dumps(results, indent=1))
     if a.out:
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))

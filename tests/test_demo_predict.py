@@ -42,16 +42,31 @@ def test_det_size_finds_a_small_face_in_a_big_frame_without_changing_crops(predi
     # the astronaut at 160 px in a 1600x1200 frame, as a camera at an entrance sees a person
     frame = np.full((1200, 1600, 3), 200, np.uint8)
     frame[500:660, 700:860] = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
-    assert not predictor.predict_image(frame)[0].face_found  # at the model's 256 px the face is ~5 px
-    big = Predictor(det_size=1600)
+    near = Predictor(det_retry=0)  # only the model's 256 px copy, where the face is ~5 px
+    assert not near.predict_image(frame)[0].face_found
+    big = Predictor(det_size=1600, det_retry=0)
     found = big.predict_image(frame)
     assert found[0].face_found and 700 < found[0].box[0] < found[0].box[2] < 860
     # only where faces are looked for changes: the crop definition (size, margin, window) is the model's
     import dataclasses
-    assert big.cropper.settings == dataclasses.replace(predictor.pre.crop, det_max_side=1600)
+    assert big.cropper.settings == dataclasses.replace(predictor.pre.crop, det_max_side=1600, det_retry_side=None)
     assert predictor.cropper.settings == predictor.pre.crop
     with pytest.raises(ValueError, match="det_size"):
         Predictor(det_size=8)
+
+
+def test_shipped_model_looks_again_for_faces_it_misses_on_its_small_copy(predictor, astronaut):
+    import cv2
+
+    # the astronaut photo at 320 px in a 1600x1200 frame: her face (~60 px) is ~10 px on the 256 px copy
+    frame = np.full((1200, 1600, 3), 200, np.uint8)
+    frame[500:820, 700:1020] = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
+    assert predictor.pre.crop.det_retry_side == 640
+    res = predictor.predict_image(frame)
+    assert res[0].face_found and res[0].det_score >= 0.5 and 790 < res[0].box[0] < res[0].box[2] < 890
+    assert not Predictor(det_retry=0).predict_image(frame)[0].face_found  # 0 = off: the centre-square fallback
+    with pytest.raises(ValueError, match="det_retry"):
+        Predictor(det_retry=16)
 
 
 def test_grayscale_and_tiny_inputs(predictor):

@@ -93,6 +93,36 @@ def test_predict_folder_with_annotations_and_bad_file(tiny_run, tiny_data, tmp_p
     assert len(list((tmp_path / "ann").glob("*.jpg"))) == 5
 
 
+def test_export_graph_and_detection_settings(tiny_run, tiny_data, tmp_path):
+    """`maskgate export`: a TorchScript bundle that answers as the run does; --graph-only drops the weights;
+    detection options are saved into the bundle (the crop definition is not touched); a graph-only
+    bundle can be re-saved only as a graph."""
+    from maskgate.models.classifier import MaskClassifier, ScriptedNet
+
+    _, ev = tiny_data
+    full, graph, tuned = tmp_path / "full.pt", tmp_path / "graph.pt", tmp_path / "tuned.pt"
+    cli("export", "--model", tiny_run, "--out", full)
+    cli("export", "--model", tiny_run, "--out", graph, "--graph-only")
+    assert graph.stat().st_size < full.stat().st_size
+    subs = {}
+    for name, model in (("run", tiny_run), ("full", full), ("graph", graph)):
+        subs[name] = tmp_path / f"{name}.csv"
+        cli("predict", "--data-dir", ev, "--out", subs[name], "--model", model)
+    answers = {k: pd.read_csv(v)["ans"] for k, v in subs.items()}
+    assert (answers["full"] == answers["run"]).mean() >= 0.95  # fp16 weights, folded batch norms: near-ties may flip
+    assert answers["graph"].tolist() == answers["full"].tolist()  # the very same graph
+    run_crop = MaskClassifier.load(tiny_run).preprocess.crop
+    r = cli("export", "--model", graph, "--out", tuned, "--det-retry", "0", "--weak-score", "0.3", check=False)
+    assert r.returncode == 2 and "--graph-only" in r.stderr and not tuned.exists()  # no weights to save
+    cli("export", "--model", graph, "--out", tuned, "--graph-only", "--det-retry", "0", "--weak-score", "0.3")
+    m = MaskClassifier.load(tuned)
+    assert isinstance(m.net, ScriptedNet) and m.preprocess.crop.alignment() == run_crop.alignment()
+    assert m.preprocess.crop.det_retry_side is None and m.preprocess.crop.weak_score == 0.3
+    assert m.info["detection_changed_at_export"] == {"det_retry_side": None, "weak_score": 0.3}
+    cli("predict", "--data-dir", ev, "--out", tmp_path / "t.csv", "--model", tuned)
+    assert pd.read_csv(tmp_path / "t.csv")["ans"].tolist() == answers["graph"].tolist()  # faces all found as before
+
+
 def test_cli_errors_are_clear(tiny_run, tiny_data, tmp_path):
     train, _ = tiny_data
     r = cli("train", "--data-dir", train, "--out", tiny_run, check=False)

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -110,3 +111,40 @@ def test_weak_score_is_part_of_the_crop_definition():
     assert old.key().endswith("-w0.2_0.08_0.92_1")  # bundles and caches from before keep their key
     new = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.1)
     assert new.key() == old.key() + "-k0.1" and new.detection() != old.detection()
+
+
+def _far_frame(astronaut, side=320):
+    """The astronaut photo at `side` px in a 1600x1200 frame: her face is ~60 px, ~10 px on a 256 px copy."""
+    frame = np.full((1200, 1600, 3), 200, np.uint8)
+    frame[500:500 + side, 700:700 + side] = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def test_det_retry_looks_again_on_a_larger_copy_only_when_nothing_is_found(astronaut):
+    frame = _far_frame(astronaut)
+    plain = create_detector("retinaface", max_side=256, min_score=0.5, weak_score=0.2)
+    retry = create_detector("retinaface", max_side=256, min_score=0.5, weak_score=0.2, retry_side=640)
+    assert plain.detect(frame) == []  # the fallback crop would be used
+    faces = retry.detect(frame)
+    assert len(faces) == 1 and faces[0].score >= 0.5
+    x1, y1, x2, y2 = faces[0].box  # in the full frame's pixels: her face sits at ~(805-875, 535-610)
+    assert 790 < x1 < x2 < 890 and 520 < y1 < y2 < 625
+    le, re, nose, lm, rm = faces[0].landmarks
+    assert x1 < le[0] < re[0] < x2 and y1 < le[1] < nose[1] < lm[1] < y2
+    # a face found on the small copy: nothing changes (same faces, no second pass)
+    for img in (astronaut, cv2.resize(astronaut, (1024, 1024))):
+        a, b = plain.detect(img), retry.detect(img)
+        assert len(a) == len(b) == 1 and np.array_equal(a[0].box, b[0].box)
+    with pytest.raises(ValueError, match="det_retry_side"):
+        create_detector("retinaface", retry_side=8)
+
+
+def test_det_retry_is_keyed_and_overridable():
+    old = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.2)
+    new = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.2, det_retry_side=640)
+    assert new.key() == old.key() + "-z640" and new.detection()["det_retry_side"] == 640
+    assert old.with_detection(det_retry=640) == new and new.with_detection(det_retry=0) == old
+    assert new.with_detection() is new and new.with_detection(det_size=448).alignment() == new.alignment()
+    for bad in ({"det_retry": 16}, {"det_size": 8}, {"weak_score": 1.5}):
+        with pytest.raises(ValueError):
+            new.with_detection(**bad)

@@ -55,7 +55,7 @@ def _predict(a) -> int:
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta,
-                     det_size=a.det_size, weak_score=a.weak_score)
+                     det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -106,6 +106,14 @@ def _export(a) -> int:
     from .models.classifier import MaskClassifier
 
     model = MaskClassifier.load(a.model, eager=True)
+    crop = model.preprocess.crop
+    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry)
+    if new != crop:  # where faces are looked for, saved as the bundle's own default; the crop is unchanged
+        changed = {k: v for k, v in new.detection().items() if crop.detection()[k] != v}
+        before = model.info.get("detection_changed_at_export", {})
+        model.info = {**model.info, "detection_changed_at_export": {**before, **changed}}
+        model.preprocess.crop = new
+        print(f"detection settings now {new.detection()}", file=sys.stderr)
     model.save(a.out, script=True, weights=not a.graph_only)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return 0
@@ -152,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when no face reaches the model's detection threshold, take the best one scoring at least "
                          "S (small and masked faces score low) instead of the centre-square fallback; default: the "
                          "model's face.weak_score (0.2 for the shipped model); 0 = off")
+    pr.add_argument("--det-retry", type=int, metavar="PX",
+                    help="when no face reaches the detection threshold on the detection copy of a larger photo, "
+                         "look again on a copy this large; default: the model's face.det_retry_side "
+                         "(640 for the shipped model); 0 = off")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
@@ -167,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", required=True, help="run folder or .pt bundle")
     x.add_argument("--out", required=True, help=".pt file to write")
     x.add_argument("--graph-only", action="store_true", help="drop the fp16 weights, keep only the graph (smallest)")
+    x.add_argument("--det-size", type=int, metavar="PX", help="save this as the model's detection size (as predict's)")
+    x.add_argument("--weak-score", type=float, metavar="S", help="save this as the model's face.weak_score (0 = off)")
+    x.add_argument("--det-retry", type=int, metavar="PX", help="save this as the model's face.det_retry_side (0 = off)")
     x.set_defaults(fn=_export)
 
     d = sub.add_parser("demo", help="run the shipped model on sample photos it makes; annotated images + csv")

@@ -5,7 +5,6 @@ with the settings saved in the model bundle, so prediction reproduces training-t
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources as ir
 import os
 from collections import deque
@@ -19,7 +18,7 @@ import torch
 
 from .data.images import ImageError, read_image
 from .device import resolve_device
-from .faces.crop import FaceCrop, FaceCropper
+from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
 from .models.classifier import MaskClassifier
 
@@ -59,7 +58,7 @@ class Predictor:
 
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
                  batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
-                 weak_score: float | None = None):
+                 weak_score: float | None = None, det_retry: int | None = None):
         """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
 
         det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
@@ -68,14 +67,13 @@ class Predictor:
         weak_score: when no face reaches the model's min_score, take the best one above this instead of
         the centre-square fallback (default: the model's own `face.weak_score`; models saved before it
         existed have none); 0 turns it off. Also only a question of where the face is.
+        det_retry: when no face reaches min_score on the detection copy of a larger photo, look again on
+        a copy this large (default: the model's own `face.det_retry_side`); 0 turns it off.
 
         An ensemble detects faces once, so its members must share the detection settings; each member
         gets the face cut with its own alignment settings and input size.
         """
-        if det_size is not None and det_size < 32:  # checked before the model loads
-            raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
-        if weak_score is not None and not 0 <= weak_score < 1:
-            raise ValueError(f"weak_score must be in [0, 1) (0 = off), got {weak_score}")
+        CropSettings().with_detection(det_size, weak_score, det_retry)  # bad values fail before the model loads
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         members = [default_model_path()] if model is None else (
@@ -86,12 +84,7 @@ class Predictor:
         self.model = self.models[0]
         self.pre = self.model.preprocess
         # where faces are found, per model, after the options given here (they apply to every model)
-        found_by = [m.preprocess.crop for m in self.models]
-        if det_size:
-            found_by = [dataclasses.replace(c, det_max_side=int(det_size)) for c in found_by]
-        if weak_score is not None:
-            found_by = [dataclasses.replace(c, weak_score=min(float(weak_score), c.min_score) if weak_score else None)
-                        for c in found_by]
+        found_by = [m.preprocess.crop.with_detection(det_size, weak_score, det_retry) for m in self.models]
         for src, c in zip(members[1:], found_by[1:]):
             if c.detection() != found_by[0].detection():
                 raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "

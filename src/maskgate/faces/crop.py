@@ -1,7 +1,7 @@
 """Landmarks -> aligned face crop. The one function used at train time and at predict time."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ class CropSettings:
     window: tuple[float, float, float, float] | None = None
     # No face at min_score: take the single best face scoring at least this (None = the fallback crop).
     weak_score: float | None = None
+    # No face at min_score on the det_max_side copy of a larger photo: look again on a copy this large
+    # (None = off). Only where faces are looked for; training photos no larger than det_max_side never use it.
+    det_retry_side: int | None = None
 
     def __post_init__(self):
         if self.window is not None:
@@ -40,12 +43,34 @@ class CropSettings:
         key = "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
         if self.window is not None:
             key += "-w" + "_".join(f"{v:g}" for v in self.window)
-        return key if self.weak_score is None else key + f"-k{self.weak_score:g}"
+        if self.weak_score is not None:
+            key += f"-k{self.weak_score:g}"
+        return key if self.det_retry_side is None else key + f"-z{self.det_retry_side}"
 
     def detection(self) -> dict:
         """The part that decides where faces are (models that share it can share one detection pass)."""
         return {"detector": self.detector, "det_max_side": self.det_max_side, "min_score": self.min_score,
-                "weak_score": self.weak_score}
+                "weak_score": self.weak_score, "det_retry_side": self.det_retry_side}
+
+    def with_detection(self, det_size: int | None = None, weak_score: float | None = None,
+                       det_retry: int | None = None) -> "CropSettings":
+        """These settings with where-to-look options changed (None = keep; for weak_score and det_retry
+        0 = off). They decide only where faces are found, never how a found face is cut, so they can
+        change after training (`maskgate predict` / `export` options) without any drift in the crops."""
+        if det_size is not None and det_size < 32:
+            raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
+        if weak_score is not None and not 0 <= weak_score < 1:
+            raise ValueError(f"weak_score must be in [0, 1) (0 = off), got {weak_score}")
+        if det_retry is not None and det_retry != 0 and det_retry < 32:
+            raise ValueError(f"det_retry must be 0 (off) or at least 32 pixels, got {det_retry}")
+        out = self
+        if det_size:
+            out = replace(out, det_max_side=int(det_size))
+        if weak_score is not None:
+            out = replace(out, weak_score=min(float(weak_score), out.min_score) if weak_score else None)
+        if det_retry is not None:
+            out = replace(out, det_retry_side=int(det_retry) or None)
+        return out
 
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
         """The part that cuts a crop around a found face."""
@@ -127,7 +152,7 @@ class FaceCropper:
         self.settings = settings
         self.detector: FaceDetector = create_detector(
             settings.detector, max_side=settings.det_max_side, min_score=settings.min_score,
-            weak_score=settings.weak_score, threads=threads)
+            weak_score=settings.weak_score, retry_side=settings.det_retry_side, threads=threads)
 
     def faces(self, rgb: np.ndarray, all_faces: bool) -> list[Face | None]:
         """Detected faces, largest first (only the largest unless `all_faces`); [None] when there is none."""

@@ -70,8 +70,16 @@ def _pad_retry(detect_once, rgb: np.ndarray, pad_frac: float, threshold: float) 
 
 class _Base:
     def __init__(self, max_side: int = 320, min_score: float = 0.5, nms: float = 0.4, pad_retry: float = 0.3,
-                 weak_score: float | None = None):
-        """weak_score: when no face reaches `min_score`, take the single best one above this instead.
+                 weak_score: float | None = None, retry_side: int | None = None):
+        """retry_side: when no face reaches `min_score` on the `max_side` copy of a larger photo, look
+        again on a copy this large (capped at the photo's own size) before anything else.
+
+        Why: detection runs on a small copy for speed, and a face that is small in a large photo
+        (a portrait with shoulders and background, a camera frame) shrinks below what the detector
+        sees. Looking again only when nothing was found keeps the speed for the common case.
+        None = off (bundles saved before it).
+
+        weak_score: when no face reaches `min_score`, take the single best one above this instead.
 
         Why: a photo given to maskgate nearly always shows a person, and a small or masked face often
         scores 0.2-0.5; its landmarks still align far better than the fallback (centre square) crop.
@@ -81,8 +89,10 @@ class _Base:
         """
         if weak_score is not None and not 0 < weak_score <= min_score:
             raise ValueError(f"face.weak_score must be in (0, min_score={min_score}], got {weak_score}")
+        if retry_side is not None and retry_side < 32:
+            raise ValueError(f"face.det_retry_side must be at least 32 pixels (or null = off), got {retry_side}")
         self.max_side, self.min_score, self.nms, self.pad_retry = max_side, min_score, nms, pad_retry
-        self.weak_score = weak_score
+        self.weak_score, self.retry_side = weak_score, retry_side
 
     def _detect_scaled(self, rgb: np.ndarray, threshold: float) -> list[Face]:
         raise NotImplementedError
@@ -94,6 +104,14 @@ class _Base:
         low = self.weak_score if self.weak_score is not None else self.min_score
         found = self._detect_scaled(small, low)
         faces = [f for f in found if f.score >= self.min_score]
+        if not faces and self.retry_side and s < 1.0 and self.retry_side > max(small.shape[:2]):
+            big, s_big = _shrink(rgb, self.retry_side)
+            retry = self._detect_scaled(big, low)
+            for f in retry:  # into the small copy's coordinates, like every other face here
+                f.box = f.box * (s / s_big)
+                f.landmarks = f.landmarks * (s / s_big)
+            faces = [f for f in retry if f.score >= self.min_score]
+            found += retry
         if not faces and self.pad_retry > 0:
             retry = _pad_retry(self._detect_scaled, small, self.pad_retry, low)
             faces = [f for f in retry if f.score >= self.min_score]

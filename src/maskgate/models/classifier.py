@@ -132,9 +132,10 @@ class ScriptedNet(nn.Module):
 
     KEYS = ("mask", "gender", "age", "age_years")
 
-    def __init__(self, graph):
+    def __init__(self, graph, blob: bytes | None = None):
         super().__init__()
         self.graph = graph
+        self.blob = blob  # the serialised graph it was loaded from (a graph-only bundle re-saves it as is)
 
     def forward(self, x):
         return dict(zip(self.KEYS, self.graph(x)))
@@ -174,13 +175,19 @@ class MaskClassifier(nn.Module):
 
         `weights=False` (with `script`) keeps only the graph: the smallest file that predicts, as shipped.
         """
-        if isinstance(self.net, ScriptedNet):
-            raise ValueError("this model was loaded from its TorchScript graph; load it with eager=True to save it")
-        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
-        blob = {"format": BUNDLE_FORMAT, "arch": self.arch, "preprocess": asdict(self.preprocess),
-                "age_bias": self.age_bias.tolist(), "info": self.info, "state_dict": state if weights else None}
         if not (weights or script):
             raise ValueError("a bundle needs weights or a TorchScript graph")
+        blob = {"format": BUNDLE_FORMAT, "arch": self.arch, "preprocess": asdict(self.preprocess),
+                "age_bias": self.age_bias.tolist(), "info": self.info, "state_dict": None}
+        if isinstance(self.net, ScriptedNet):  # loaded from a graph-only bundle: its graph is all there is
+            if weights or self.net.blob is None:
+                raise ValueError("this model has only its TorchScript graph (no weights): it can be saved only "
+                                 "as a graph (`maskgate export --graph-only`); for weights, load a bundle with them")
+            blob["torchscript"] = self.net.blob
+            atomic_torch_save(blob, path)
+            return
+        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
+        blob["state_dict"] = state if weights else None
         if script:
             net = MaskgateNet(self.arch["backbone"], "none", self.arch["freeze_blocks"], self.arch["dropout"])
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -206,7 +213,8 @@ class MaskClassifier(nn.Module):
         if blob.get("torchscript") and (not eager or blob.get("state_dict") is None):
             with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not for our users
                 warnings.simplefilter("ignore")
-                net = ScriptedNet(torch.jit.load(io.BytesIO(blob["torchscript"]), map_location=device))
+                net = ScriptedNet(torch.jit.load(io.BytesIO(blob["torchscript"]), map_location=device),
+                                  blob["torchscript"])
         else:
             net = MaskgateNet(arch["backbone"], "none", arch.get("freeze_blocks", 0), arch.get("dropout", 0.0))
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
