@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from maskgate.evaluate import macro_f1
+from maskgate.evaluate import scores
 from maskgate.predict import Predictor
 
 
@@ -67,6 +67,46 @@ FRAMINGS = {
 }
 
 
+def render(conditions: dict, eval_dir: Path, truth: pd.DataFrame, tmp: Path, out: str | None,
+           picture: str) -> dict[str, list[Path]]:
+    """Write every eval photo once per condition (None = the photo as given); an example row as `picture`."""
+    folders = {}
+    for name, fn in conditions.items():
+        if fn is None:
+            folders[name] = [eval_dir / "images" / i for i in truth.ImageID]
+            continue
+        d = tmp / name
+        d.mkdir()
+        for k, i in enumerate(truth.ImageID):
+            img = fn(cv2.imread(str(eval_dir / "images" / i)), k)
+            cv2.imwrite(str(d / i), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        folders[name] = [d / i for i in truth.ImageID]
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        row = [cv2.resize(cv2.imread(str(folders[n][0])), (224, 224)) for n in conditions]
+        cv2.imwrite(str(Path(out) / picture), np.concatenate(row, 1))
+    return folders
+
+
+def score(folders: dict[str, list[Path]], truth: pd.DataFrame, model: str, **options) -> dict:
+    """Macro F1, per-task accuracy, agreement with the first condition and faces found, per condition."""
+    p = Predictor(model, **options)
+    preds, found = {}, {}
+    for name, paths in folders.items():
+        res = [r[0] for _, r, _ in p.predict_files(paths)]
+        preds[name] = np.array([r.cls for r in res])
+        found[name] = [r.face_found for r in res]
+    ref = preds[next(iter(folders))]
+    out = {}
+    for n, v in preds.items():
+        sc = scores(truth.ans.values, v)
+        out[n] = {"macro_f1": round(sc["macro_f1"], 4), "agrees_with_" + next(iter(folders)).split()[0]:
+                  round(float((v == ref).mean()), 4), "face_found": round(float(np.mean(found[n])), 4),
+                  **{f"{t}_acc": round(sc[f"{t}_acc"], 4) for t in ("mask", "gender", "age")}}
+    out["options"] = options
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
@@ -78,37 +118,11 @@ def main() -> None:
     ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
     a = ap.parse_args()
     truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
-    results = {}
+    conditions = {k: (None if fn is None else (lambda img, i, fn=fn: fn(img))) for k, fn in FRAMINGS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {}
-        for name, fn in FRAMINGS.items():
-            if fn is None:
-                folders[name] = [Path(a.eval) / "images" / i for i in truth.ImageID]
-                continue
-            d = Path(tmp) / name
-            d.mkdir()
-            for i in truth.ImageID:
-                cv2.imwrite(str(d / i), fn(cv2.imread(str(Path(a.eval) / "images" / i))),
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])
-            folders[name] = [d / i for i in truth.ImageID]
-        if a.out:
-            Path(a.out).mkdir(parents=True, exist_ok=True)
-            row = [cv2.resize(cv2.imread(str(folders[n][0])), (224, 224)) for n in FRAMINGS]
-            cv2.imwrite(str(Path(a.out) / "framings.png"), np.concatenate(row, 1))
-        for model in a.model:
-            p = Predictor(model, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
-            preds, found = {}, {}
-            for name, paths in folders.items():
-                res = [r[0] for _, r, _ in p.predict_files(paths)]
-                preds[name] = np.array([r.cls for r in res])
-                found[name] = [r.face_found for r in res]
-            tight = preds["tight (as given)"]
-            results[model] = {n: {"macro_f1": round(macro_f1(truth.ans.values, v), 4),
-                                  "agrees_with_tight": round(float((v == tight).mean()), 4),
-                                  "face_found": round(float(np.mean(found[n])), 4)}
-                              for n, v in preds.items()}
-            results[model]["options"] = {"weak_score": a.weak_score, "det_size": a.det_size,
-                                         "det_retry": a.det_retry}
+        folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, "framings.png")
+        results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
+                   for m in a.model}
     print(json.dumps(results, indent=1))
     if a.out:
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,7 +1,8 @@
 """Transform presets (train / eval) from an aligned face crop to the network input, as uint8 images.
 
 Eval is exactly `Preprocess.resize`, the call predict uses. Train adds one random similarity warp
-(flip, scale, shift, rotation) done in a single interpolation, then photometric jitter.
+(flip, scale, shift, rotation) done in a single interpolation, then photometric jitter, sensor noise
+and JPEG compression.
 """
 from __future__ import annotations
 
@@ -45,4 +46,12 @@ class TrainTransform:
             img = cv2.addWeighted(img, sat, gray, 1 - sat, 0)
         if rng.random() < a["blur"]:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
-        return img
+        # camera sensor noise, then compression, in the order a camera applies them (other photo sources
+        # than the proxy's clean photos; .get: configs saved before these keys existed keep working)
+        if a.get("noise") and rng.random() < a["noise"]:  # no draw when off: old recipes replay exactly
+            noise = rng.normal(0.0, rng.uniform(2.0, 10.0), img.shape).astype(np.float32)
+            img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        if a.get("jpeg") and rng.random() < a["jpeg"]:
+            ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 61))])
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        return np.ascontiguousarray(img)
