@@ -96,18 +96,20 @@ def score(folders: dict[str, list[Path]], truth: pd.DataFrame, model: str, **opt
         res = [r[0] for _, r, _ in p.predict_files(paths)]
         preds[name] = np.array([r.cls for r in res])
         found[name] = [r.face_found for r in res]
-    ref = preds[next(iter(folders))]
+    first = next(iter(folders))
+    agrees, ref = "agrees_with_" + first.split()[0], preds[first]
     out = {}
     for n, v in preds.items():
         sc = scores(truth.ans.values, v)
-        out[n] = {"macro_f1": round(sc["macro_f1"], 4), "agrees_with_" + next(iter(folders)).split()[0]:
-                  round(float((v == ref).mean()), 4), "face_found": round(float(np.mean(found[n])), 4),
+        out[n] = {"macro_f1": round(sc["macro_f1"], 4), agrees: round(float((v == ref).mean()), 4),
+                  "face_found": round(float(np.mean(found[n])), 4),
                   **{f"{t}_acc": round(sc[f"{t}_acc"], 4) for t in ("mask", "gender", "age")}}
     out["options"] = options
     return out
 
 
-def main() -> None:
+def run(conditions: dict, picture: str) -> None:
+    """The command line both condition benchmarks share: render the conditions, score every --model."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
     ap.add_argument("--model", action="append", required=True, help="model bundle(s) to compare")
@@ -118,14 +120,17 @@ def main() -> None:
     ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
     a = ap.parse_args()
     truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
-    conditions = {k: (None if fn is None else (lambda img, i, fn=fn: fn(img))) for k, fn in FRAMINGS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, "framings.png")
+        folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, picture)
         results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
                    for m in a.model}
     print(json.dumps(results, indent=1))
     if a.out:
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    run({k: (None if fn is None else (lambda img, i, fn=fn: fn(img))) for k, fn in FRAMINGS.items()}, "framings.png")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,9 @@ on real camera photos.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
-from pathlib import Path
-
 import cv2
 import numpy as np
-import pandas as pd
-from bench_framing import render, score
+from bench_framing import run
 
 
 def _rng(i: int) -> np.random.Generator:
@@ -76,23 +70,7 @@ SOURCES = {"clean (as given)": None, "jpeg_q15": jpeg, "low_light": low_light, "
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
-    ap.add_argument("--model", action="append", required=True, help="model bundle(s) to compare")
-    ap.add_argument("--images", type=int, default=3395)
-    ap.add_argument("--out", help="folder for results.json and an example picture")
-    ap.add_argument("--weak-score", type=float, help="as `maskgate predict --weak-score`")
-    ap.add_argument("--det-size", type=int, help="as `maskgate predict --det-size`")
-    ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
-    a = ap.parse_args()
-    truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
-    with tempfile.TemporaryDirectory() as tmp:
-        folders = render(SOURCES, Path(a.eval), truth, Path(tmp), a.out, "sources.png")
-        results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
-                   for m in a.model}
-    print(json.dumps(results, indent=1))
-    if a.out:
-        (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1))
+    run(SOURCES, "sources.png")
 
 
 if __name__ == "__main__":
