@@ -154,6 +154,7 @@ def test_killed_run_resumes(tiny_data, tmp_path, monkeypatch):
         recipe.run_training(train, run, cfg)
     monkeypatch.setattr(recipe, "plot_history", real_plot)
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1]
+    assert (run / "best_weights.pt").is_file() and (run / "best.pt").is_file()  # epoch 1 is the best so far
     summary = recipe.run_training(train, run, cfg, resume=True)
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
     assert "resumed after epoch 1/3" in (run / "train.log").read_text()

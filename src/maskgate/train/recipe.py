@@ -179,12 +179,14 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         return MaskClassifier(net, pre, arch, age_bias, info)
 
     def save(state: dict, metrics: dict, is_best: bool) -> None:
-        atomic_torch_save({**state, "config": cfg}, out / "last.pt")
-        pd.DataFrame(state["history"]).to_csv(out / "metrics.csv", index=False, float_format="%.5f")
-        plot_history(state["history"], out / "metrics.png")
+        # best before last: last.pt is where a resumed run starts, so a run killed between the two
+        # redoes this epoch rather than resuming with a best epoch whose weights were never written
         if is_best:
             atomic_torch_save(module.state_dict(), out / "best_weights.pt")
             bundle(info={"epoch": metrics["epoch"], "val": metrics}).save(out / "best.pt")
+        atomic_torch_save({**state, "config": cfg}, out / "last.pt")
+        pd.DataFrame(state["history"]).to_csv(out / "metrics.csv", index=False, float_format="%.5f")
+        plot_history(state["history"], out / "metrics.png")
 
     loop_cfg = LoopConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_frac=float(t["warmup_frac"]),
