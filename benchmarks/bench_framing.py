@@ -68,8 +68,9 @@ FRAMINGS = {
 
 
 def render(conditions: dict, eval_dir: Path, truth: pd.DataFrame, tmp: Path, out: str | None,
-           picture: str) -> dict[str, list[Path]]:
-    """Write every eval photo once per condition (None = the photo as given); an example row as `picture`."""
+           picture: str, example: int = 0) -> dict[str, list[Path]]:
+    """Write every eval photo once per condition (None = the photo as given); photo number `example`
+    in every condition, side by side, as `picture`."""
     folders = {}
     for name, fn in conditions.items():
         if fn is None:
@@ -83,7 +84,7 @@ def render(conditions: dict, eval_dir: Path, truth: pd.DataFrame, tmp: Path, out
         folders[name] = [d / i for i in truth.ImageID]
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        row = [cv2.resize(cv2.imread(str(folders[n][0])), (224, 224)) for n in conditions]
+        row = [cv2.resize(cv2.imread(str(folders[n][example])), (224, 224)) for n in conditions]
         cv2.imwrite(str(Path(out) / picture), np.concatenate(row, 1))
     return folders
 
@@ -108,8 +109,8 @@ def score(folders: dict[str, list[Path]], truth: pd.DataFrame, model: str, **opt
     return out
 
 
-def run(conditions: dict, picture: str) -> None:
-    """The command line both condition benchmarks share: render the conditions, score every --model."""
+def run(conditions: dict, picture: str, example: int = 0) -> None:
+    """The command line the condition benchmarks share: render the conditions, score every --model."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
     ap.add_argument("--model", action="append", required=True, help="model bundle(s) to compare")
@@ -121,7 +122,7 @@ def run(conditions: dict, picture: str) -> None:
     a = ap.parse_args()
     truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
     with tempfile.TemporaryDirectory() as tmp:
-        folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, picture)
+        folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, picture, example)
         results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
                    for m in a.model}
     print(json.dumps(results, indent=1))

@@ -64,11 +64,13 @@ class CropCache:
                                         "landmarks": crop.landmarks.tolist()}).encode())
         return crop, digest
 
-    def crop_all(self, paths: list[str], workers: int = 2, desc: str = "face crops") -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-        """Crops for many files -> (N x S x S x 3 uint8, found flags, keys, problems)."""
+    def crop_all(self, paths: list[str], workers: int = 2, desc: str = "face crops"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+        """Crops for many files -> (N x S x S x 3 uint8, found flags, N x 5 x 2 landmarks, keys, problems)."""
         s = self.settings.crop_size
         out = np.zeros((len(paths), s, s, 3), np.uint8)
         found = np.zeros(len(paths), bool)
+        landmarks = np.zeros((len(paths), 5, 2), np.float32)
         keys = [""] * len(paths)
         problems: list[str] = []
 
@@ -87,5 +89,5 @@ class CropCache:
                 if err:
                     problems.append(err)
                     continue
-                out[i], found[i], keys[i] = res[0].image, res[0].found, res[1]
-        return out, found, keys, problems
+                out[i], found[i], landmarks[i], keys[i] = res[0].image, res[0].found, res[0].landmarks, res[1]
+        return out, found, landmarks, keys, problems

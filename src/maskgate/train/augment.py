@@ -1,8 +1,8 @@
 """Transform presets (train / eval) from an aligned face crop to the network input, as uint8 images.
 
-Eval is exactly `Preprocess.resize`, the call predict uses. Train adds one random similarity warp
-(flip, scale, shift, rotation) done in a single interpolation, then photometric jitter, sensor noise
-and JPEG compression.
+Eval is exactly `Preprocess.resize`, the call predict uses. Train first redraws a pasted mask in a new
+look where its outline is known (`mask_look.py`), then one random similarity warp (flip, scale, shift,
+rotation) done in a single interpolation, then photometric jitter, sensor noise and JPEG compression.
 """
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import cv2
 import numpy as np
 
 from ..models.classifier import Preprocess
+from .mask_look import restyle
 
 
 class EvalTransform:
     def __init__(self, preprocess: Preprocess):
         self.pre = preprocess
 
-    def __call__(self, crop: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator | None = None,
+                 mask_alpha: np.ndarray | None = None) -> np.ndarray:
+        """The crop as predict sees it (`rng` and `mask_alpha`: as TrainTransform's, unused)."""
         return self.pre.resize(crop[None])[0]
 
 
@@ -24,8 +27,13 @@ class TrainTransform:
     def __init__(self, preprocess: Preprocess, aug: dict):
         self.pre, self.aug = preprocess, aug
 
-    def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator, mask_alpha: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """`mask_alpha`: the outline of a pasted mask in `crop` (uint8), if known; None or all zero: none."""
         a, size, src = self.aug, self.pre.input_size, crop.shape[0]
+        # no draw when off or without an outline: old recipes, and unmasked images, replay exactly
+        if a.get("mask_look") and mask_alpha is not None and mask_alpha.any() and rng.random() < a["mask_look"]:
+            crop = restyle(crop, mask_alpha, rng)
         scale = rng.uniform(*a["scale"]) * size / src
         angle = rng.uniform(-a["rotate"], a["rotate"])
         m = cv2.getRotationMatrix2D((src / 2, src / 2), angle, scale)

@@ -53,16 +53,19 @@ class FeatureDataset(_Targets):
 class ImageDataset(_Targets):
     """Crops augmented on the fly (train) or plainly resized (eval), then normalised."""
 
-    def __init__(self, crops: np.ndarray, targets: dict, preprocess: Preprocess, aug: dict | None, seed: int = 0):
+    def __init__(self, crops: np.ndarray, targets: dict, preprocess: Preprocess, aug: dict | None, seed: int = 0,
+                 mask_alphas: np.ndarray | None = None):
         super().__init__(targets)
         self.crops, self.pre, self.seed, self.epoch = crops, preprocess, seed, 0
+        self.alphas = mask_alphas
         self.tf = TrainTransform(preprocess, aug) if aug else EvalTransform(preprocess)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __getitem__(self, i):
-        img = self.tf(self.crops[i], np.random.default_rng((self.seed, self.epoch, i)))
+        img = self.tf(self.crops[i], np.random.default_rng((self.seed, self.epoch, i)),
+                      None if self.alphas is None else self.alphas[i])
         return {"x": self.pre.to_tensor(img[None])[0], **self._t(i)}
 
 
@@ -76,10 +79,11 @@ def feature_cache_key(keys: list[str], parts: dict) -> str:
 @torch.inference_mode()
 def cache_trunk_features(trunk: Trunk, crops: np.ndarray, preprocess: Preprocess, aug: dict, views: int,
                          path: str | os.PathLike, seed: int, device: torch.device, batch_size: int = 0,
-                         desc: str = "trunk features") -> np.ndarray:
+                         desc: str = "trunk features", mask_alphas: np.ndarray | None = None) -> np.ndarray:
     """Run the frozen trunk over `views` versions of every crop once; store fp16 [N, V, C, H, W] at `path`.
 
-    View 0 is the plain eval crop; views 1.. are random train augmentations (seeded per image and view).
+    View 0 is the plain eval crop; views 1.. are random train augmentations (seeded per image and view;
+    `mask_alphas`: pasted-mask outlines for the mask-look augmentation, see mask_look.py).
     A finished cache is reused; an unfinished one (killed run) is recomputed.
     """
     path = Path(path)
@@ -102,8 +106,9 @@ def cache_trunk_features(trunk: Trunk, crops: np.ndarray, preprocess: Preprocess
         for v in range(views):
             for s in range(0, n, batch_size):
                 idx = range(s, min(n, s + batch_size))
-                imgs = np.stack([ev(crops[i]) if v == 0 else tr(crops[i], np.random.default_rng((seed, v, i)))
-                                 for i in idx])
+                imgs = np.stack([ev(crops[i]) if v == 0 else
+                                 tr(crops[i], np.random.default_rng((seed, v, i)),
+                                    None if mask_alphas is None else mask_alphas[i]) for i in idx])
                 x = preprocess.to_tensor(imgs).to(device)
                 out[s:s + len(idx), v] = trunk(x).float().cpu().numpy().astype(np.float16)
                 bar.update(len(idx))

@@ -29,6 +29,7 @@ from .calibrate import tune_age_bias
 from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
 from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .losses import MultiTaskLoss
+from .mask_look import pasted_mask_alphas
 
 
 FEATURE_CACHE_VERSION = 2  # bump when the code that makes cached views changes (old caches are then ignored)
@@ -141,12 +142,18 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     paths = samples["path"].tolist()
     if not is_main():
         _barrier()
-    crops, found, keys, problems = cache.crop_all(paths, workers=int(cfg["workers"]))
+    crops, found, landmarks, keys, problems = cache.crop_all(paths, workers=int(cfg["workers"]))
     if is_main():
         _barrier()
     if problems:
         raise LayoutError(train_dir, problems)
     log(f"face found in {found.mean():.1%} of images (the rest take the fallback crop)")
+    alphas = None
+    if cfg["augment"].get("mask_look"):
+        alphas = pasted_mask_alphas(samples, crops, landmarks, pre.crop)
+        n_masked = int((samples["mask"] != 2).sum())
+        log(f"mask-look augmentation: pasted-mask outline found in {int(alphas.any((1, 2)).sum())} of "
+            f"{n_masked} masked images (the rest keep their own look)")
 
     # model and datasets
     m, t = cfg["model"], cfg["train"]
@@ -160,7 +167,8 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         fpath = cache_root / "features" / f"{feature_cache_key(keys, parts)}.npy"
         if not is_main():
             _barrier()
-        feats = cache_trunk_features(net.trunk, crops, pre, cfg["augment"], int(t["views"]), fpath, seed, device)
+        feats = cache_trunk_features(net.trunk, crops, pre, cfg["augment"], int(t["views"]), fpath, seed, device,
+                                     mask_alphas=alphas)
         if is_main():
             _barrier()
         train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), sub(tr_idx), train=True, seed=seed)
@@ -168,10 +176,11 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         module = net.tail
         log(f"cached frozen-trunk outputs {tuple(feats.shape)} at {fpath}")
     else:
-        train_ds = ImageDataset(crops[tr_idx], sub(tr_idx), pre, cfg["augment"], seed)
+        train_ds = ImageDataset(crops[tr_idx], sub(tr_idx), pre, cfg["augment"], seed,
+                                None if alphas is None else alphas[tr_idx])
         val_ds = ImageDataset(crops[va_idx], sub(va_idx), pre, None)
         module = net
-    del crops
+    del crops, alphas
     loss_fn = MultiTaskLoss(t, np.bincount(targets["age_band"][tr_idx], minlength=3)).to(device)
     arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
 
