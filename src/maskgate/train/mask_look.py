@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data.images import read_image
 from ..faces.crop import CropSettings, align_crop
+from ..labels import Mask
 
 ALPHA_SIDE = 96  # outlines are kept at this size (soft edges; 1/4 of the memory of a 192 px crop)
 
@@ -45,11 +46,11 @@ def pasted_mask_alphas(samples: pd.DataFrame, crops: np.ndarray, landmarks: np.n
     """
     out = np.zeros((len(samples), ALPHA_SIDE, ALPHA_SIDE), np.uint8)
     size, margin, window = settings.alignment()
-    normal = {p: path for p, path in zip(samples.loc[samples["mask"] == 2, "person"],
-                                           samples.loc[samples["mask"] == 2, "path"])}
+    plain_rows = samples["mask"] == Mask.NOT_WEAR
+    normal = dict(zip(samples.loc[plain_rows, "person"], samples.loc[plain_rows, "path"]))
     photos: dict[str, np.ndarray] = {}
     for i, (person, mask) in enumerate(zip(samples["person"], samples["mask"])):
-        if mask == 2 or person not in normal:
+        if mask == Mask.NOT_WEAR or person not in normal:
             continue
         if person not in photos:
             photos = {person: read_image(normal[person])}  # a person's images are consecutive rows

@@ -24,6 +24,7 @@ from ..device import resolve_device
 from ..data.splits import kfold_people, split_people
 from ..faces.cache import CropCache, default_cache_root
 from ..faces.crop import CropSettings
+from ..labels import Mask
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
 from .calibrate import tune_age_bias
 from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
@@ -151,7 +152,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     alphas = None
     if cfg["augment"].get("mask_look"):
         alphas = pasted_mask_alphas(samples, crops, landmarks, pre.crop)
-        n_masked = int((samples["mask"] != 2).sum())
+        n_masked = int((samples["mask"] != Mask.NOT_WEAR).sum())
         log(f"mask-look augmentation: pasted-mask outline found in {int(alphas.any((1, 2)).sum())} of "
             f"{n_masked} masked images (the rest keep their own look)")
 
