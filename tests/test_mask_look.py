@@ -8,6 +8,7 @@ from maskgate.config import load_config
 from maskgate.data.layout import read_train
 from maskgate.faces.cache import CropCache
 from maskgate.faces.crop import CropSettings, align_crop
+from maskgate.labels import Mask
 from maskgate.models.classifier import Preprocess
 from maskgate.train.augment import TrainTransform
 from maskgate.train.mask_look import ALPHA_SIDE, outline, pasted_mask_alphas, restyle
@@ -22,6 +23,13 @@ def tiny_crops(tiny_data, tmp_path_factory):
         samples["path"].tolist())
     assert not problems and found.all()
     return samples, crops, landmarks, settings
+
+
+@pytest.fixture(scope="module")
+def outlined(tiny_crops):
+    """The tiny data's outlines, and the index of the first image that has one."""
+    alphas = pasted_mask_alphas(*tiny_crops)
+    return alphas, int(np.flatnonzero(alphas.any((1, 2)))[0])
 
 
 def test_outline_of_a_pasted_mask(astronaut, astronaut_face):
@@ -44,28 +52,27 @@ def test_outline_of_a_pasted_mask(astronaut, astronaut_face):
     assert outline(masked, np.roll(plain, 15, axis=1))[1] > 3
 
 
-def test_outlines_found_in_pasted_data_only(tiny_crops):
+def test_outlines_found_in_pasted_data_only(tiny_crops, outlined):
     samples, crops, landmarks, settings = tiny_crops
-    alphas = pasted_mask_alphas(samples, crops, landmarks, settings)
+    alphas = outlined[0]
     assert alphas.shape == (len(samples), ALPHA_SIDE, ALPHA_SIDE) and alphas.dtype == np.uint8
     has = alphas.any((1, 2))
-    masked = (samples["mask"] != 2).to_numpy()
+    masked = (samples["mask"] != Mask.NOT_WEAR).to_numpy()
     assert not has[~masked].any()  # unmasked images have no outline
     assert has[masked].mean() > 0.9, has[masked].mean()
     # worn masks cover more of the face than masks pulled down below the nose
-    area = alphas.mean((1, 2))
-    assert area[(samples["mask"] == 0).to_numpy() & has].mean() > area[(samples["mask"] == 1).to_numpy() & has].mean()
+    area, mask = alphas.mean((1, 2)), samples["mask"].to_numpy()
+    assert area[(mask == Mask.WEAR) & has].mean() > area[(mask == Mask.INCORRECT) & has].mean()
     # photos of a person that are not one photo (real data): the next person's `normal` stands in
     swapped = samples.copy()
-    normal = swapped["mask"] == 2
+    normal = swapped["mask"] == Mask.NOT_WEAR
     swapped.loc[normal, "path"] = np.roll(swapped.loc[normal, "path"].to_numpy(), 1)
     assert not pasted_mask_alphas(swapped, crops, landmarks, settings).any()
 
 
-def test_restyle_changes_the_mask_only(tiny_crops):
-    samples, crops, landmarks, settings = tiny_crops
-    alphas = pasted_mask_alphas(samples, crops, landmarks, settings)
-    i = int(np.flatnonzero(alphas.any((1, 2)))[0])
+def test_restyle_changes_the_mask_only(tiny_crops, outlined):
+    crops = tiny_crops[1]
+    alphas, i = outlined
     crop, alpha = crops[i], alphas[i]
     big = cv2.resize(alpha, crop.shape[:2][::-1]) / 255
     a, b = restyle(crop, alpha, np.random.default_rng(1)), restyle(crop, alpha, np.random.default_rng(2))
@@ -75,10 +82,9 @@ def test_restyle_changes_the_mask_only(tiny_crops):
     assert not np.array_equal(a, b)  # seeded, and different seeds give different looks
 
 
-def test_mask_look_in_the_train_transform(tiny_crops):
-    samples, crops, landmarks, settings = tiny_crops
-    alphas = pasted_mask_alphas(samples, crops, landmarks, settings)
-    i = int(np.flatnonzero(alphas.any((1, 2)))[0])
+def test_mask_look_in_the_train_transform(tiny_crops, outlined):
+    crops = tiny_crops[1]
+    alphas, i = outlined
     pre = Preprocess(input_size=112)
     base = TrainTransform(pre, OFF)(crops[i], np.random.default_rng(5))
     # off, no outline, or an empty one: no random draw, the same image as before the key existed
@@ -96,13 +102,12 @@ def _after_one_draw(seed: int) -> np.random.Generator:
     return rng
 
 
-def test_on_the_fly_dataset_redraws_masks(tiny_crops):
+def test_on_the_fly_dataset_redraws_masks(tiny_crops, outlined):
     """The GPU path (`train.cache_features: false`) augments in the dataset and passes outlines along."""
     from maskgate.train.features import ImageDataset, targets_from
 
-    samples, crops, landmarks, settings = tiny_crops
-    alphas = pasted_mask_alphas(samples, crops, landmarks, settings)
-    i = int(np.flatnonzero(alphas.any((1, 2)))[0])
+    samples, crops = tiny_crops[:2]
+    alphas, i = outlined
     pre, aug = Preprocess(input_size=112), {**OFF, "mask_look": 1.0}
     with_look = ImageDataset(crops, targets_from(samples), pre, aug, seed=3, mask_alphas=alphas)[i]
     without = ImageDataset(crops, targets_from(samples), pre, aug, seed=3)[i]
