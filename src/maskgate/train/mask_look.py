@@ -48,13 +48,13 @@ def pasted_mask_alphas(samples: pd.DataFrame, crops: np.ndarray, landmarks: np.n
     size, margin, window = settings.alignment()
     plain_rows = samples["mask"] == Mask.NOT_WEAR
     normal = dict(zip(samples.loc[plain_rows, "person"], samples.loc[plain_rows, "path"]))
-    photos: dict[str, np.ndarray] = {}
+    photo_of, photo = None, None
     for i, (person, mask) in enumerate(zip(samples["person"], samples["mask"])):
         if mask == Mask.NOT_WEAR or person not in normal:
             continue
-        if person not in photos:
-            photos = {person: read_image(normal[person])}  # a person's images are consecutive rows
-        plain = align_crop(photos[person], landmarks[i], size, margin, window)
+        if person != photo_of:  # a person's images are consecutive rows: each normal photo is read once
+            photo_of, photo = person, read_image(normal[person])
+        plain = align_crop(photo, landmarks[i], size, margin, window)
         alpha, rest = outline(crops[i], plain)
         if rest < max_rest and 0.02 < alpha.mean() < 0.7:
             out[i] = np.round(cv2.resize(alpha, (ALPHA_SIDE, ALPHA_SIDE), interpolation=cv2.INTER_AREA) * 255)
