@@ -110,3 +110,20 @@ def small_face_frame(astronaut, astronaut_face, side=40):
     frame = np.full((256, 256, 3), 200, np.uint8)
     frame[100:100 + side, 120:120 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
     return frame
+
+
+def make_labelled_source(root: Path, photo, n: int, seed: int = 0, extra_columns: bool = True) -> Path:
+    """An extra source (labels.csv: path,age,gender,race[,camera]) of `n` unmasked, tinted copies of a photo."""
+    (root / "photos").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        img = np.clip(photo * rng.uniform(0.7, 1.2, 3), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "photos" / f"p{i}.jpg"), img[..., ::-1])
+        row = {"path": f"photos/p{i}.jpg", "age": [23, 41, 67][i % 3], "gender": ["female", "male"][i % 2],
+               "race": ["white", "black", "indian"][i % 3]}
+        if extra_columns:
+            row["camera"] = f"cam{i % 2}"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, make_labelled_source
 
 
 def cli(*args, check=True):
@@ -159,3 +159,32 @@ def test_killed_run_resumes(tiny_data, tmp_path, monkeypatch):
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
     assert "resumed after epoch 1/3" in (run / "train.log").read_text()
     assert summary["val"]["n"] > 0
+
+
+def test_training_with_an_extra_source_of_unmasked_faces(tiny_data, tmp_path, astronaut):
+    """`--extra DIR`: a labelled source of unmasked photos trains beside the competition layout, masks drawn
+    on its faces; each source split by person on its own, batch shares as configured, scored per source;
+    the main layout's split is the one it has alone."""
+    train, _ = tiny_data
+    src = make_labelled_source(tmp_path / "world", astronaut, 12, seed=5, extra_columns=False)
+    run = tmp_path / "x"
+    cli("train", "--data-dir", train, "--out", run, *TINY_OVERRIDES, "train.epochs=2",
+        "data.extra=[{path: " + str(src) + ", name: world, share: 0.4}]")
+    split = pd.read_csv(run / "split.csv", dtype={"person": str})
+    world = split[split["source"] == "world"]
+    assert len(world) == 36 and split["source"].nunique() == 2  # 12 photos x 3 mask classes
+    assert split.groupby("person")["split"].nunique().max() == 1
+    alone = tmp_path / "alone"
+    cli("train", "--data-dir", train, "--out", alone, *TINY_OVERRIDES, "train.epochs=1")
+    main_split = pd.read_csv(alone / "split.csv", dtype={"person": str})
+    assert split[split["source"] == "main"][["path", "split"]].values.tolist() == main_split[["path", "split"]].values.tolist()
+    log = (run / "train.log").read_text()
+    assert "extra source world" in log and "batch shares: main 0.60, world 0.40" in log
+    m = pd.read_csv(run / "metrics.csv")
+    assert {"val_main_macro_f1", "val_world_gender_acc", "val_world_mask_acc"} <= set(m.columns)
+    s = json.loads((run / "summary.json").read_text())
+    assert [x["name"] for x in s["sources"]] == ["main", "world"] and set(s["val_by_source"]) == {"main", "world"}
+    from maskgate.models.classifier import MaskClassifier
+
+    info = MaskClassifier.load(run / "best.pt").info
+    assert [x["people"] for x in info["sources"]] == [16, 12]  # the model says what it learnt from

@@ -148,3 +148,41 @@ def test_det_retry_is_keyed_and_overridable():
     for bad in ({"det_retry": 16}, {"det_size": 8}, {"weak_score": 1.5}):
         with pytest.raises(ValueError):
             new.with_detection(**bad)
+
+
+def _two_faces(astronaut, astronaut_face, centre_side, edge_side, edge_at=(20, 20)):
+    """A 640x480 frame: the astronaut's face at `centre_side` px in the middle, and at `edge_side` px near a
+    corner (a bystander)."""
+    x1, y1, x2, y2 = astronaut_face.box.astype(int)
+    face = astronaut[max(0, y1 - 30):y2 + 30, max(0, x1 - 30):x2 + 30]
+    frame = np.full((480, 640, 3), 190, np.uint8)
+    c = cv2.resize(face, (centre_side, centre_side), interpolation=cv2.INTER_AREA)
+    frame[240 - centre_side // 2:240 - centre_side // 2 + centre_side, 320 - centre_side // 2:320 - centre_side // 2
+          + centre_side] = c
+    e = cv2.resize(face, (edge_side, edge_side), interpolation=cv2.INTER_AREA)
+    ey, ex = edge_at
+    frame[ey:ey + edge_side, ex:ex + edge_side] = e
+    return frame
+
+
+def test_subject_is_the_largest_and_most_central_face(astronaut, astronaut_face):
+    """The rule (faces/crop.py subject_order, face.subject_centre): a bystander at the edge as large as the
+    person in the middle, or a little larger, is not the subject; one twice the size is; 0 = the largest."""
+    def subject(frame, centre):
+        cropper = FaceCropper(CropSettings(det_max_side=640, subject_centre=centre))
+        faces = cropper.faces(frame, all_faces=True)
+        assert len(faces) == 2, "both faces must be found for this test to mean anything"
+        x1, y1, x2, y2 = faces[0].box
+        return "centre" if abs((x1 + x2) / 2 - 320) < 60 else "edge"
+
+    bigger_edge = _two_faces(astronaut, astronaut_face, 150, 170)
+    assert subject(bigger_edge, 0.5) == "centre"
+    assert subject(bigger_edge, 0.0) == "edge"  # the old rule: the largest face
+    assert subject(_two_faces(astronaut, astronaut_face, 110, 220, (10, 10)), 0.5) == "edge"  # twice the size
+    # main_face, as used for the eval layout's one answer per photo, follows the same rule
+    crop = FaceCropper(CropSettings(det_max_side=640, subject_centre=0.5)).main_face(bigger_edge)
+    assert abs((crop.box[0] + crop.box[2]) / 2 - 320) < 60
+    assert CropSettings(subject_centre=0.5).key() != CropSettings().key()
+    assert CropSettings().with_detection(subject_centre=0).subject_centre is None
+    with pytest.raises(ValueError):
+        CropSettings().with_detection(subject_centre=-1)

@@ -108,3 +108,28 @@ def test_age_bias_tuning_recovers_rare_band():
     lg = {k: np.asarray(v, np.float32) if k in ("mask", "gender", "age") else v for k, v in lg.items()}
     bias, before, after = tune_age_bias(lg)
     assert after > before + 0.02 and bias[0, 2] > 0.5 and (bias[:, 0] == 0).all() and (bias[0] == bias[1]).all()
+
+
+def test_init_from_a_graph_only_bundle_is_exact_and_keeps_batch_norms_frozen():
+    """model.init from the shipped (graph-only) model: its folded convolutions unfold into the network
+    exactly, whatever the frozen part, and its batch norms stay in eval mode in training."""
+    from maskgate.models.transfer import init_from_model
+    from maskgate.predict import default_model_path
+
+    shipped = MaskClassifier.load(default_model_path())
+    x = torch.randn(3, 3, 160, 160)
+    with torch.no_grad():
+        want = shipped.net(x)
+    for k in (0, 4):
+        net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=k)
+        init_from_model(net, default_model_path())
+        with torch.no_grad():
+            got = net.eval()(x)
+        for key in ("mask", "gender", "age", "age_years"):
+            assert torch.allclose(got[key], want[key], atol=1e-4), key
+        net.train()
+        net.tail.train()  # the loop trains the tail alone on the cached-feature path
+        assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        assert net.tail.heads.training  # everything else trains as usual
+    with pytest.raises(ValueError, match="not the same backbone"):
+        init_from_model(MaskgateNet("tf_efficientnet_lite1", "none"), default_model_path())

@@ -1,7 +1,9 @@
-"""Quality floors on the shared maskproxy data (../shared/data/maskproxy); skipped where it is absent.
+"""Quality floors on the shared data (../shared/data/maskproxy, faces-world); skipped where it is absent.
 
 1. Train the default recipe on a 500-person subset of maskproxy/train, score part of maskproxy/eval.
 2. The shipped default model on the same part of maskproxy/eval.
+3. Train on a maskproxy subset with a faces-world subset as an extra source (`--extra`), score part of
+   faces-world/eval with masks drawn by `maskgate synth`, and part of maskproxy/eval.
 """
 import json
 import subprocess
@@ -11,6 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED
+
+WORLD = SHARED.parent / "faces-world"
 
 pytestmark = pytest.mark.skipif(not (SHARED / "train" / "train.csv").is_file(),
                                 reason=f"shared maskproxy data not found at {SHARED}")
@@ -69,3 +73,33 @@ def test_shipped_default_model_on_maskproxy_eval(tmp_path):
     print("shipped model on maskproxy eval part:", res)
     assert res["mask_acc"] > 0.98
     assert res["macro_f1"] > 0.62, res  # measured 0.640 on this part (0.673 on the whole eval split)
+
+
+def _world_subset(tmp_path, split, n_people):
+    """The first n people of a faces-world split as a source folder (labels.csv + linked photos)."""
+    table = pd.read_csv(WORLD / split / "labels.csv").iloc[:n_people]
+    src = tmp_path / f"world_{split}"
+    (src / "images").mkdir(parents=True)
+    for p in table["path"]:
+        (src / p).symlink_to(WORLD / split / p)
+    table.to_csv(src / "labels.csv", index=False)
+    return src
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (WORLD / "train" / "labels.csv").is_file(), reason=f"faces-world data not found at {WORLD}")
+def test_training_with_an_extra_source_reaches_the_floor_on_other_people(tmp_path):
+    tr = _train_subset(tmp_path, 300)
+    world = _world_subset(tmp_path, "train", 600)
+    _run("train", "--data-dir", tr, "--out", tmp_path / "run", "--extra", world, "train.views=2")
+    fw_eval = tmp_path / "fw_eval"
+    _run("synth", "--src", _world_subset(tmp_path, "eval", 300), "--out", fw_eval, "--layout", "eval",
+         "--per-person", "3")
+    res = _score(tmp_path / "run", fw_eval, tmp_path, "world")
+    print("maskproxy 300 + faces-world 600 people, on faces-world eval (drawn masks):", res)
+    assert res["mask_acc"] > 0.95  # masks it never saw drawn on people it never saw
+    assert res["gender_acc"] > 0.85, res
+    assert res["age_acc"] > 0.55, res
+    mp = _score(tmp_path / "run", _eval_subset(tmp_path), tmp_path, "mp")
+    print("the same model on maskproxy eval part:", mp)
+    assert mp["mask_acc"] > 0.97 and mp["macro_f1"] > 0.45, mp

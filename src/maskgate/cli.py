@@ -16,6 +16,8 @@ def _train(a) -> int:
     from .train.recipe import run_training
 
     cfg = load_config(a.config, a.overrides)
+    if a.extra:  # --extra DIR (repeatable) adds to the config's data.extra
+        cfg = load_config(overrides=[f"data.extra={json.dumps(list(cfg['data']['extra']) + a.extra)}"], base=cfg)
     summary = run_training(a.data_dir, a.out, cfg, resume=a.resume)
     if summary:
         v = summary["val_with_age_bias"]
@@ -55,7 +57,8 @@ def _predict(a) -> int:
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta,
-                     det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry)
+                     det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry,
+                     subject_centre=a.subject_centre)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -95,10 +98,16 @@ def _predict(a) -> int:
 def _evaluate(a) -> int:
     from .evaluate import evaluate_files
 
-    res = evaluate_files(a.pred, a.truth, a.report)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}, indent=2))
+    from .groups import format_report
+
+    res = evaluate_files(a.pred, a.truth, a.report, a.groups)
+    for name, rep in res.get("groups", {}).items():
+        print(format_report(name, rep), file=sys.stderr)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if k != "groups"} |
+                     ({"groups": res["groups"]} if "groups" in res else {}), indent=2))
     if a.report:
-        print(f"report: {a.report}/per_class.csv, {a.report}/confusion.png", file=sys.stderr)
+        extra = "".join(f", {a.report}/groups_{n}.csv/.png" for n in res.get("groups", {}))
+        print(f"report: {a.report}/per_class.csv, {a.report}/confusion.png{extra}", file=sys.stderr)
     return 0
 
 
@@ -107,7 +116,7 @@ def _export(a) -> int:
 
     model = MaskClassifier.load(a.model, eager=True)
     crop = model.preprocess.crop
-    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry)
+    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry, a.subject_centre)
     if new != crop:  # where faces are looked for, saved as the bundle's own default; the crop is unchanged
         changed = {k: v for k, v in new.detection().items() if crop.detection()[k] != v}
         before = model.info.get("detection_changed_at_export", {})
@@ -117,6 +126,18 @@ def _export(a) -> int:
     model.save(a.out, script=True, weights=not a.graph_only)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return 0
+
+
+def _synth(a) -> int:
+    from .synth.writer import synthesize
+
+    res = synthesize(a.src, a.out, layout=a.layout, per_person=a.per_person, seed=a.seed, workers=a.workers,
+                     limit=a.limit)
+    print(json.dumps(res))
+    if res["skipped"]:
+        print(f"maskgate: {res['skipped']} photo(s) skipped, listed in {Path(a.out) / 'synth_problems.csv'}",
+              file=sys.stderr)
+    return 0 if res["people"] else 1
 
 
 def _demo(a) -> int:
@@ -136,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
     t.add_argument("--config", help="YAML with any subset of the default config's keys, or a packaged config's name (gpu)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    t.add_argument("--extra", action="append", default=[], metavar="DIR",
+                   help="an extra labelled face source (folder with labels.csv: path,age,gender[,groups]) of "
+                        "unmasked photos; masks are drawn on them (config: data.extra, synth); repeatable")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.input_size=192")
     t.set_defaults(fn=_train)
 
@@ -164,15 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when no face reaches the detection threshold on the detection copy of a larger photo, "
                          "look again on a copy this large; default: the model's face.det_retry_side "
                          "(640 for the shipped model); 0 = off")
+    pr.add_argument("--subject-centre", type=float, metavar="W",
+                    help="how much being central counts when choosing a photo's subject (the first face, and the "
+                         "answer in the eval layout): the face scoring highest on sqrt(area / largest area) - W * "
+                         "offset from the centre; default: the model's face.subject_centre; 0 = the largest face")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
     pr.set_defaults(fn=_predict)
 
     e = sub.add_parser("evaluate", help="score a submission csv against the answers (18-class macro F1)")
-    e.add_argument("--pred", required=True)
-    e.add_argument("--truth", required=True)
+    e.add_argument("--pred", required=True, help="ImageID,ans csv, or maskgate predict's csv of plain files")
+    e.add_argument("--truth", required=True, help="ImageID,ans csv (eval answers), or a labels.csv (path,age,gender)")
     e.add_argument("--report", metavar="DIR", help="write per_class.csv, confusion.png, scores.json here")
+    e.add_argument("--groups", action="append", default=[], metavar="[FILE:]COLUMN",
+                   help="scores per group of COLUMN (of the truth csv, or mask / gender / age_band from the true "
+                        "class) or of FILE's COLUMN (keyed by ImageID or path), with the best-worst gap; "
+                        "repeatable. The truth may be an answers csv or a source's labels.csv")
     e.set_defaults(fn=_evaluate)
 
     x = sub.add_parser("export", help="write a model bundle with a TorchScript graph (fast CPU predict)")
@@ -182,7 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--det-size", type=int, metavar="PX", help="save this as the model's detection size (as predict's)")
     x.add_argument("--weak-score", type=float, metavar="S", help="save this as the model's face.weak_score (0 = off)")
     x.add_argument("--det-retry", type=int, metavar="PX", help="save this as the model's face.det_retry_side (0 = off)")
+    x.add_argument("--subject-centre", type=float, metavar="W",
+                   help="save this as the model's face.subject_centre (0 = the largest face is the subject)")
     x.set_defaults(fn=_export)
+
+    sy = sub.add_parser("synth", help="draw masks on a labelled source of unmasked faces -> competition layout")
+    sy.add_argument("--src", required=True, help="folder with labels.csv (path,age,gender[,group columns])")
+    sy.add_argument("--out", required=True, help="new folder for the set")
+    sy.add_argument("--layout", choices=["train", "eval"], default="train",
+                    help="train: images/{id}_{gender}_{race}_{age}/mask1..normal + train.csv; eval: images/ + "
+                         "info.csv + answers.csv with the source's group columns (default: train)")
+    sy.add_argument("--per-person", type=int, choices=[7, 3], default=7,
+                    help="7: as the competition (5 worn, 1 incorrect, 1 none); 3: one of each")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--limit", type=int, default=0, help="only the first N people (0 = all)")
+    sy.add_argument("--workers", type=int, default=2)
+    sy.set_defaults(fn=_synth)
 
     d = sub.add_parser("demo", help="run the shipped model on sample photos it makes; annotated images + csv")
     d.add_argument("--out", default="demo_out")
@@ -200,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (LayoutError, ImageError, ConfigError, RunExistsError, FileNotFoundError, ValueError) as e:
+    except (LayoutError, ImageError, ConfigError, RunExistsError, FileNotFoundError, FileExistsError,
+            ValueError) as e:
         print(f"maskgate: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

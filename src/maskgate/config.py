@@ -13,6 +13,9 @@ class ConfigError(ValueError):
     pass
 
 
+FREE_MAPPINGS = ("task_weights",)  # mappings replaced whole by a user's value, not merged key by key
+
+
 def _packaged(name: str):
     """The packaged config file `configs/<name>.yaml` (a Traversable; may not exist)."""
     return ir.files("maskgate") / "configs" / f"{name}.yaml"
@@ -44,7 +47,7 @@ def _merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
         name = f"{prefix}{k}"
         if k not in base:
             raise ConfigError(f"{where}: unknown config key {name!r} (known: {', '.join(sorted(base))})")
-        if isinstance(base[k], dict) and k != "task_weights":
+        if isinstance(base[k], dict) and k not in FREE_MAPPINGS:
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}: {name!r} must be a mapping")
             out[k] = _merge(base[k], v, where, name + ".")
@@ -87,6 +90,7 @@ def validate(cfg: dict) -> None:
     t, m = cfg["train"], cfg["model"]
     checks = [
         (isinstance(t["epochs"], int) and t["epochs"] >= 1, "train.epochs must be an integer >= 1"),
+        (t.get("seed") is None or isinstance(t["seed"], int), "train.seed must be an integer or null"),
         (isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size must be an integer >= 1"),
         (isinstance(t["views"], int) and t["views"] >= 1, "train.views must be an integer >= 1"),
         (isinstance(t["cache_features"], bool), "train.cache_features must be true or false"),
@@ -96,9 +100,31 @@ def validate(cfg: dict) -> None:
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
     ]
+    states, kinds = cfg["synth"]["states"], cfg["synth"]["incorrect_kinds"]
+    checks += [
+        (all(isinstance(v, int) and v >= 0 for v in states.values()) and sum(states.values()) >= 1,
+         "synth.states must be whole numbers >= 0 (rows per photo in each mask class), not all 0"),
+        (all(isinstance(v, (int, float)) and v >= 0 for v in kinds.values()) and sum(kinds.values()) > 0,
+         "synth.incorrect_kinds must be weights >= 0, not all 0"),
+        (isinstance(cfg["data"]["extra"], list), "data.extra must be a list of folders or {path: ...} entries"),
+        (cfg["face"].get("subject_centre") is None or 0 <= float(cfg["face"]["subject_centre"]) <= 4,
+         "face.subject_centre must be in [0, 4] (0 = the largest face is the subject) or null"),
+    ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    from .data.sources import SourceSpec
+
+    try:
+        specs = [SourceSpec.parse(e) for e in cfg["data"]["extra"]]
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if sum(s.share or 0 for s in specs) >= 1:
+        raise ConfigError("data.extra shares add up to 1 or more: leave room for the main layout")
+    names = ["main"] + [s.name for s in specs]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"data.extra: source names must differ from each other and from 'main' (got {names}); "
+                          "give entries a name: {path: DIR, name: NAME}")
 
 
 def dump_config(cfg: dict, path: str | Path) -> None:

@@ -72,29 +72,78 @@ def plot_confusion(y_true, y_pred, path: str | os.PathLike, title: str = "") -> 
     plt.close(fig)
 
 
-def read_labels(path: str | os.PathLike, role: str) -> pd.Series:
+def _check_ans(df: pd.DataFrame, key: str, p: Path, role: str) -> pd.DataFrame:
+    ans = pd.to_numeric(df["ans"], errors="coerce")
+    bad = df[key][ans.isna() | (ans < 0) | (ans >= NUM_CLASSES) | (ans != ans.round())]
+    if len(bad):
+        raise ValueError(f"{p}: {len(bad)} row(s) with {'class' if key == 'path' else 'ans'} not an integer 0..17, "
+                         f"e.g. {bad.iloc[0]!r}")
+    if df[key].duplicated().any():
+        raise ValueError(f"{p}: duplicate {key} {df[key][df[key].duplicated()].iloc[0]!r}")
+    return df.assign(ans=ans.astype(int)).set_index(key)
+
+
+def read_table(path: str | os.PathLike, role: str) -> pd.DataFrame:
+    """A csv of answers or predictions -> DataFrame indexed by image key with `ans` (0..17) and every
+    other column (group columns). Three kinds are read:
+
+    - the eval layout's `ImageID,ans[,...]` (answers, submissions): keyed by ImageID;
+    - `maskgate predict`'s csv of plain files (`path,face,class,...`): the subject (face 0) of each file,
+      keyed by its absolute path;
+    - a source's `labels.csv` (`path,age,gender[,mask][,...]`, paths relative to its folder): keyed by
+      absolute path; the class from gender, age and `mask` (wear / incorrect / not_wear or 0..2; without
+      the column the photos count as unmasked).
+    """
+    from .labels import MASK_NAMES, Mask, age_band, encode, parse_gender
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: {role} csv not found")
-    df = pd.read_csv(p, dtype={"ImageID": str})
-    if not {"ImageID", "ans"} <= set(df.columns):
-        raise ValueError(f"{p}: {role} csv needs columns ImageID,ans (has {list(df.columns)})")
-    ans = pd.to_numeric(df["ans"], errors="coerce")
-    bad = df["ImageID"][ans.isna() | (ans < 0) | (ans >= NUM_CLASSES) | (ans != ans.round())]
-    if len(bad):
-        raise ValueError(f"{p}: {len(bad)} row(s) with ans not an integer 0..17, e.g. {bad.iloc[0]!r}")
-    if df["ImageID"].duplicated().any():
-        raise ValueError(f"{p}: duplicate ImageID {df['ImageID'][df['ImageID'].duplicated()].iloc[0]!r}")
-    return pd.Series(ans.astype(int).to_numpy(), index=df["ImageID"])
+    df = pd.read_csv(p, dtype={"ImageID": str, "path": str})
+    cols = set(df.columns)
+    if {"ImageID", "ans"} <= cols:
+        return _check_ans(df, "ImageID", p, role)
+    if {"path", "face", "class"} <= cols:
+        df = df[df["face"] == 0].rename(columns={"class": "ans"})
+        df = df.assign(path=[str(Path(v).resolve()) for v in df["path"]])
+        return _check_ans(df, "path", p, role)
+    if {"path", "age", "gender"} <= cols:
+        names = {v: int(k) for k, v in MASK_NAMES.items()}
+        problems, ans = [], []
+        for i, r in df.iterrows():
+            try:
+                g = int(parse_gender(r["gender"]))
+                age = float(r["age"])
+                if not age >= 0:
+                    raise ValueError(f"age {r['age']!r} is not a number >= 0")
+                m = r.get("mask", int(Mask.NOT_WEAR))
+                m = names[m] if m in names else int(m)
+                if m not in (0, 1, 2):
+                    raise ValueError(f"mask {r.get('mask')!r} is not wear, incorrect or not_wear")
+                ans.append(encode(m, g, age_band(age)))
+            except (ValueError, TypeError, KeyError) as e:
+                problems.append(f"{p}:{i + 2}: {e}")
+        if problems:
+            raise ValueError(f"{p}: {len(problems)} bad row(s): " + "; ".join(problems[:10]))
+        df = df.assign(ans=ans, path=[str((p.parent / v).resolve()) for v in df["path"]])
+        return _check_ans(df, "path", p, role)
+    raise ValueError(f"{p}: {role} csv needs columns ImageID,ans (eval layout), path,face,class (maskgate predict) "
+                     f"or path,age,gender (labels.csv); has {list(df.columns)}")
 
 
-def evaluate_files(pred_csv, truth_csv, report_dir=None) -> dict:
-    pred, truth = read_labels(pred_csv, "prediction"), read_labels(truth_csv, "truth")
+def read_labels(path: str | os.PathLike, role: str) -> pd.Series:
+    """The classes of an answers or predictions csv (any kind `read_table` reads), by image key."""
+    return read_table(path, role)["ans"]
+
+
+def evaluate_files(pred_csv, truth_csv, report_dir=None, groups: list[str] | None = None) -> dict:
+    """Scores of a prediction csv against the truth; `groups`: per-group tables (groups.py) as well."""
+    pred, truth = read_labels(pred_csv, "prediction"), read_table(truth_csv, "truth")
     missing = truth.index.difference(pred.index)
     if len(missing):
-        raise ValueError(f"{pred_csv}: {len(missing)} ImageID(s) of {truth_csv} have no prediction, "
+        raise ValueError(f"{pred_csv}: {len(missing)} image(s) of {truth_csv} have no prediction, "
                          f"e.g. {missing[0]!r}")
-    y_true, y_pred = truth.to_numpy(), pred.loc[truth.index].to_numpy()
+    y_true, y_pred = truth["ans"].to_numpy(), pred.loc[truth.index].to_numpy()
     result = scores(y_true, y_pred)
     if report_dir:
         d = Path(report_dir)
@@ -102,5 +151,13 @@ def evaluate_files(pred_csv, truth_csv, report_dir=None) -> dict:
         per_class_table(y_true, y_pred).to_csv(d / "per_class.csv", index=False, float_format="%.4f")
         plot_confusion(y_true, y_pred, d / "confusion.png",
                        f"macro F1 {result['macro_f1']:.4f}, accuracy {result['accuracy']:.4f}")
-        (d / "scores.json").write_text(json.dumps(result, indent=2))
+    if groups:
+        from .groups import group_column, group_report
+
+        result["groups"] = {}
+        for spec in groups:
+            name, labels = group_column(spec, truth, truth_csv)
+            result["groups"][name] = group_report(y_true, y_pred, labels, name, report_dir)
+    if report_dir:
+        (Path(report_dir) / "scores.json").write_text(json.dumps(result, indent=2))
     return result

@@ -58,7 +58,8 @@ class Predictor:
 
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
                  batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
-                 weak_score: float | None = None, det_retry: int | None = None):
+                 weak_score: float | None = None, det_retry: int | None = None,
+                 subject_centre: float | None = None):
         """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
 
         det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
@@ -69,11 +70,15 @@ class Predictor:
         existed have none); 0 turns it off. Also only a question of where the face is.
         det_retry: when no face reaches min_score on the detection copy of a larger photo, look again on
         a copy this large (default: the model's own `face.det_retry_side`); 0 turns it off.
+        subject_centre: how much being central counts in choosing a photo's subject, the face reported
+        first and the one answer in the eval layout (faces/crop.py `subject_order`; default: the model's
+        own `face.subject_centre`); 0 = simply the largest face.
 
         An ensemble detects faces once, so its members must share the detection settings; each member
         gets the face cut with its own alignment settings and input size.
         """
-        CropSettings().with_detection(det_size, weak_score, det_retry)  # bad values fail before the model loads
+        where = (det_size, weak_score, det_retry, subject_centre)
+        CropSettings().with_detection(*where)  # bad values fail before the model loads
         self.device = resolve_device(device)
         batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         members = [default_model_path()] if model is None else (
@@ -84,7 +89,7 @@ class Predictor:
         self.model = self.models[0]
         self.pre = self.model.preprocess
         # where faces are found, per model, after the options given here (they apply to every model)
-        found_by = [m.preprocess.crop.with_detection(det_size, weak_score, det_retry) for m in self.models]
+        found_by = [m.preprocess.crop.with_detection(*where) for m in self.models]
         for src, c in zip(members[1:], found_by[1:]):
             if c.detection() != found_by[0].detection():
                 raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "

@@ -30,6 +30,10 @@ class CropSettings:
     # No face at min_score on the det_max_side copy of a larger photo: look again on a copy this large
     # (None = off). Only where faces are looked for; training photos no larger than det_max_side never use it.
     det_retry_side: int | None = None
+    # Which face is the photo's subject (the answer in the eval layout, face 0 in predictions): the one
+    # scoring highest on sqrt(area / largest area) - subject_centre * (distance from the photo's centre /
+    # half its diagonal). None or 0 = simply the largest (bundles saved before this rule).
+    subject_centre: float | None = None
 
     def __post_init__(self):
         if self.window is not None:
@@ -45,24 +49,30 @@ class CropSettings:
             key += "-w" + "_".join(f"{v:g}" for v in self.window)
         if self.weak_score is not None:
             key += f"-k{self.weak_score:g}"
+        if self.subject_centre:
+            key += f"-c{self.subject_centre:g}"
         return key if self.det_retry_side is None else key + f"-z{self.det_retry_side}"
 
     def detection(self) -> dict:
         """The part that decides where faces are (models that share it can share one detection pass)."""
         return {"detector": self.detector, "det_max_side": self.det_max_side, "min_score": self.min_score,
-                "weak_score": self.weak_score, "det_retry_side": self.det_retry_side}
+                "weak_score": self.weak_score, "det_retry_side": self.det_retry_side,
+                "subject_centre": self.subject_centre or None}
 
     def with_detection(self, det_size: int | None = None, weak_score: float | None = None,
-                       det_retry: int | None = None) -> "CropSettings":
-        """These settings with where-to-look options changed (None = keep; for weak_score and det_retry
-        0 = off). They decide only where faces are found, never how a found face is cut, so they can
-        change after training (`maskgate predict` / `export` options) without any drift in the crops."""
+                       det_retry: int | None = None, subject_centre: float | None = None) -> "CropSettings":
+        """These settings with where-to-look options changed (None = keep; for weak_score, det_retry and
+        subject_centre 0 = off). They decide only where faces are found and which is the subject, never
+        how a found face is cut, so they can change after training (`maskgate predict` / `export`
+        options) without any drift in the crops."""
         if det_size is not None and det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
         if weak_score is not None and not 0 <= weak_score < 1:
             raise ValueError(f"weak_score must be in [0, 1) (0 = off), got {weak_score}")
         if det_retry is not None and det_retry != 0 and det_retry < 32:
             raise ValueError(f"det_retry must be 0 (off) or at least 32 pixels, got {det_retry}")
+        if subject_centre is not None and not 0 <= subject_centre <= 4:
+            raise ValueError(f"subject_centre must be in [0, 4] (0 = the largest face), got {subject_centre}")
         out = self
         if det_size:
             out = replace(out, det_max_side=int(det_size))
@@ -70,6 +80,8 @@ class CropSettings:
             out = replace(out, weak_score=min(float(weak_score), out.min_score) if weak_score else None)
         if det_retry is not None:
             out = replace(out, det_retry_side=int(det_retry) or None)
+        if subject_centre is not None:
+            out = replace(out, subject_centre=float(subject_centre) or None)
         return out
 
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
@@ -139,10 +151,44 @@ def align_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int, margin: float,
     """
     m = similarity(landmarks, template_points(size, margin))
     crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return apply_window(crop, margin, window)
+
+
+def apply_window(crop: np.ndarray, margin: float, window: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Outside the context window, repeat the window's edge pixels (None: the crop as it is)."""
     if window is None:
         return crop
+    size = crop.shape[0]
     t, l, r, b = window_box(size, margin, window)
     return cv2.copyMakeBorder(np.ascontiguousarray(crop[t:b, l:r]), t, size - b, l, size - r, cv2.BORDER_REPLICATE)
+
+
+def landmarks_in_crop(landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Where a face's 5 landmarks (image pixels) fall in its aligned crop."""
+    m = similarity(landmarks, template_points(size, margin))
+    return (np.asarray(landmarks, np.float32) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def subject_order(faces: list[Face], h: int, w: int, centre: float) -> list[Face]:
+    """Faces ordered subject first: the largest and most central face of the photo.
+
+    score = sqrt(area / largest area) - centre * (distance of the face's centre from the photo's centre,
+    over half the photo's diagonal). Why: a photo handed in for one person shows that person in the
+    middle; a bystander at the edge can be as large (closer to the camera) and must not be the answer.
+    With centre 0.5 a face at the centre beats an equally large one in a corner, and one 1.5x its size
+    halfway out, but not one twice its size. centre 0 = the largest first (ties: the detector's order).
+    """
+    if len(faces) < 2 or not centre:
+        return sorted(faces, key=lambda f: -f.area)
+    biggest = max(f.area for f in faces) or 1.0
+    half_diag = 0.5 * float(np.hypot(h, w))
+
+    def score(f: Face) -> float:
+        cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+        off = float(np.hypot(cx - w / 2, cy - h / 2)) / half_diag
+        return float(np.sqrt(f.area / biggest)) - centre * off
+
+    return sorted(faces, key=score, reverse=True)
 
 
 class FaceCropper:
@@ -155,8 +201,8 @@ class FaceCropper:
             weak_score=settings.weak_score, retry_side=settings.det_retry_side, threads=threads)
 
     def faces(self, rgb: np.ndarray, all_faces: bool) -> list[Face | None]:
-        """Detected faces, largest first (only the largest unless `all_faces`); [None] when there is none."""
-        faces = self.detector.detect(rgb)
+        """Detected faces, the subject first (only the subject unless `all_faces`); [None] when there is none."""
+        faces = subject_order(self.detector.detect(rgb), *rgb.shape[:2], self.settings.subject_centre or 0.0)
         return (faces if all_faces else faces[:1]) or [None]
 
     def crop_face(self, rgb: np.ndarray, face: Face | None, settings: CropSettings | None = None) -> FaceCrop:

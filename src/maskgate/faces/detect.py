@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
+
+from ..registry import Registry
 
 
 @dataclass
@@ -32,20 +34,12 @@ class FaceDetector(Protocol):
         ...
 
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
-
-
-def register_detector(name: str):
-    def deco(fn):
-        DETECTORS[name] = fn
-        return fn
-    return deco
+DETECTORS = Registry("face detector")
+register_detector = DETECTORS.register
 
 
 def create_detector(name: str, **kwargs) -> FaceDetector:
-    if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; choose from {sorted(DETECTORS)}")
-    return DETECTORS[name](**kwargs)
+    return DETECTORS.create(name, **kwargs)
 
 
 def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

@@ -75,6 +75,15 @@ class Tail(nn.Module):
         self.head_conv = nn.Sequential(backbone.conv_head, backbone.bn2)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.heads = heads
+        self.frozen_bn = False  # True: batch norms stay in eval mode in training (models/transfer.py)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def forward(self, x):
         return self.heads(self.pool(self.head_conv(self.blocks(self.stem(x)))))
@@ -100,6 +109,15 @@ class MaskgateNet(nn.Module):
         self.tail = Tail(bb, freeze_blocks, heads, with_stem=freeze_blocks == 0)
         if self.trunk is not None:
             self.trunk.requires_grad_(False).eval()
+
+    @property
+    def frozen_bn(self) -> bool:
+        """Batch norms kept in eval mode while training (the trunk's always are)."""
+        return self.tail.frozen_bn
+
+    @frozen_bn.setter
+    def frozen_bn(self, value: bool) -> None:
+        self.tail.frozen_bn = bool(value)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..models.classifier import Preprocess, Trunk
 from .augment import EvalTransform, TrainTransform
+from .images import RowImages
 
 TARGET_KEYS = ("mask", "gender", "age_band", "age")
 
@@ -51,20 +52,27 @@ class FeatureDataset(_Targets):
 
 
 class ImageDataset(_Targets):
-    """Crops augmented on the fly (train) or plainly resized (eval), then normalised."""
+    """Crops augmented on the fly (train) or plainly resized (eval), then normalised.
 
-    def __init__(self, crops: np.ndarray, targets: dict, preprocess: Preprocess, aug: dict | None, seed: int = 0,
-                 mask_alphas: np.ndarray | None = None):
+    Rows with a mask to draw (extra sources) get a new look every epoch in training, one fixed look
+    in evaluation."""
+
+    def __init__(self, images: RowImages | np.ndarray, targets: dict, preprocess: Preprocess, aug: dict | None,
+                 seed: int = 0, mask_alphas: np.ndarray | None = None):
+        """images: the rows' images (train/images.py), or an N x S x S x 3 array of crops shown as they are."""
         super().__init__(targets)
-        self.crops, self.pre, self.seed, self.epoch = crops, preprocess, seed, 0
+        images = images if isinstance(images, RowImages) else RowImages(images)
+        self.images, self.pre, self.seed, self.epoch = images, preprocess, seed, 0
         self.alphas = mask_alphas
+        self.train = bool(aug)
         self.tf = TrainTransform(preprocess, aug) if aug else EvalTransform(preprocess)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __getitem__(self, i):
-        img = self.tf(self.crops[i], np.random.default_rng((self.seed, self.epoch, i)),
+        crop = self.images.image(i, (self.seed, self.epoch if self.train else 0))
+        img = self.tf(crop, np.random.default_rng((self.seed, self.epoch, i)),
                       None if self.alphas is None else self.alphas[i])
         return {"x": self.pre.to_tensor(img[None])[0], **self._t(i)}
 
@@ -77,13 +85,14 @@ def feature_cache_key(keys: list[str], parts: dict) -> str:
 
 
 @torch.inference_mode()
-def cache_trunk_features(trunk: Trunk, crops: np.ndarray, preprocess: Preprocess, aug: dict, views: int,
+def cache_trunk_features(trunk: Trunk, images: RowImages, preprocess: Preprocess, aug: dict, views: int,
                          path: str | os.PathLike, seed: int, device: torch.device, batch_size: int = 0,
                          desc: str = "trunk features", mask_alphas: np.ndarray | None = None) -> np.ndarray:
     """Run the frozen trunk over `views` versions of every crop once; store fp16 [N, V, C, H, W] at `path`.
 
     View 0 is the plain eval crop; views 1.. are random train augmentations (seeded per image and view;
-    `mask_alphas`: pasted-mask outlines for the mask-look augmentation, see mask_look.py).
+    `mask_alphas`: pasted-mask outlines for the mask-look augmentation, see mask_look.py). Rows with a
+    mask to draw (images.py) get it in a new look in every view.
     A finished cache is reused; an unfinished one (killed run) is recomputed.
     """
     path = Path(path)
@@ -95,8 +104,8 @@ def cache_trunk_features(trunk: Trunk, crops: np.ndarray, preprocess: Preprocess
     if device.type == "cpu":  # small channels-last batches are ~3x faster on CPU (cache-friendly)
         trunk = trunk.to(memory_format=torch.channels_last)
     batch_size = batch_size or (8 if device.type == "cpu" else 128)
-    n = len(crops)
-    probe = trunk(preprocess.to_tensor(ev(crops[0])[None]).to(device))
+    n = len(images)
+    probe = trunk(preprocess.to_tensor(ev(images.image(0, (seed, 0)))[None]).to(device))
     shape = (n, views) + tuple(probe.shape[1:])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -106,8 +115,8 @@ def cache_trunk_features(trunk: Trunk, crops: np.ndarray, preprocess: Preprocess
         for v in range(views):
             for s in range(0, n, batch_size):
                 idx = range(s, min(n, s + batch_size))
-                imgs = np.stack([ev(crops[i]) if v == 0 else
-                                 tr(crops[i], np.random.default_rng((seed, v, i)),
+                imgs = np.stack([ev(images.image(i, (seed, v))) if v == 0 else
+                                 tr(images.image(i, (seed, v)), np.random.default_rng((seed, v, i)),
                                     None if mask_alphas is None else mask_alphas[i]) for i in idx])
                 x = preprocess.to_tensor(imgs).to(device)
                 out[s:s + len(idx), v] = trunk(x).float().cpu().numpy().astype(np.float16)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ..evaluate import scores
@@ -74,8 +74,14 @@ def logits_scores(lg: dict[str, np.ndarray], age_bias=None) -> dict:
 
 def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: LoopConfig,
         device: torch.device, save: Callable[[dict, dict, bool], None], resume: dict | None = None,
-        log: Callable[[str], None] = print) -> dict:
-    """Train `module` (its trainable parameters) and return the final training state."""
+        log: Callable[[str], None] = print, sampler: Sampler | None = None,
+        val_parts: dict[str, np.ndarray] | None = None) -> dict:
+    """Train `module` (its trainable parameters) and return the final training state.
+
+    sampler: the order of training rows (train/samplers.py; None: shuffled). It needs `set_epoch`, and
+    `set_shard(rank, world)` under DDP. val_parts: named index sets of the validation rows (data
+    sources, say) also scored on their own, as `val_<name>_<metric>` columns.
+    """
     torch.manual_seed(cfg.seed)
     module.to(device)
     model = module
@@ -88,7 +94,10 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     no_decay = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed) if distributed else None
+    if sampler is not None and distributed:
+        sampler.set_shard(dist.get_rank(), dist.get_world_size())
+    elif distributed:
+        sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size, generator=g,
@@ -132,8 +141,12 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             bar.set_postfix(loss=f"{run_loss / n:.4f}")
         metrics = {"epoch": epoch + 1, "train_loss": run_loss / max(n, 1), "lr": sched.get_last_lr()[0]}
         if is_main():
-            val = logits_scores(collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp))
+            lg = collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp)
+            val = logits_scores(lg)
             metrics.update({f"val_{k}": v for k, v in val.items() if k != "n"})
+            for name, idx in (val_parts or {}).items():
+                part = logits_scores({k: v[idx] for k, v in lg.items()})
+                metrics.update({f"val_{name}_{k}": part[k] for k in ("macro_f1", "mask_acc", "gender_acc", "age_acc")})
             metrics["seconds"] = round(time.time() - t0, 1)
             is_best = val["macro_f1"] > best
             best = max(best, val["macro_f1"])

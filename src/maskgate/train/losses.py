@@ -9,22 +9,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..labels import AGE_BOUNDS, TASK_SIZES
+from ..registry import Registry
 
-LOSSES: dict[str, Callable] = {}
-
-
-def register_loss(name: str):
-    def deco(fn):
-        LOSSES[name] = fn
-        return fn
-    return deco
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
 
 
 def create_loss(name: str, **kwargs) -> Callable:
     """A per-sample loss fn(logits, target_probs) -> (B,) tensor."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    return LOSSES.create(name, **kwargs)
 
 
 @register_loss("ce")

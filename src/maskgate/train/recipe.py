@@ -6,6 +6,7 @@ all written atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,20 +21,39 @@ import torch.distributed as dist
 from .. import __version__
 from ..config import dump_config
 from ..data.layout import LayoutError, read_train
+from ..data.sources import SourceSpec, read_labelled
 from ..device import resolve_device
 from ..data.splits import kfold_people, split_people
 from ..faces.cache import CropCache, default_cache_root
 from ..faces.crop import CropSettings
-from ..labels import Mask
+from ..labels import Mask, encode
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
+from ..models.transfer import init_from_model
 from .calibrate import tune_age_bias
 from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
 from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .losses import MultiTaskLoss
+from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
+from .samplers import create_sampler, source_shares
 
 
 FEATURE_CACHE_VERSION = 2  # bump when the code that makes cached views changes (old caches are then ignored)
+SYNTH_VERSION = 1  # likewise for the code that draws masks on extra sources' faces
+STATE_CLASSES = {"wear": Mask.WEAR, "incorrect": Mask.INCORRECT, "not_wear": Mask.NOT_WEAR}
+
+
+def expand_states(table: pd.DataFrame, states: dict[str, int]) -> pd.DataFrame:
+    """One row per photo and drawn mask class: `states` says how many rows of each class a photo gives
+    (`wear: 1, incorrect: 1, not_wear: 1`: a masked, a wrongly masked and the bare face). Rows of a
+    photo stay together."""
+    reps = [(STATE_CLASSES[k], int(n)) for k, n in states.items() for _ in range(int(n))]
+    out = table.loc[table.index.repeat(len(reps))].reset_index(drop=True)
+    mask = np.tile([int(m) for m, _ in reps], len(table))
+    out["mask"] = mask
+    out["draw"] = mask
+    out["label"] = encode(mask, out["gender"].to_numpy(), out["age_band"].to_numpy())
+    return out
 
 
 class RunExistsError(RuntimeError):
@@ -59,7 +79,8 @@ def build_preprocess(cfg: dict) -> Preprocess:
     crop = CropSettings(detector=f["detector"], det_max_side=int(f["det_max_side"]), min_score=float(f["min_score"]),
                         crop_size=int(f["crop_size"]), margin=float(f["margin"]), window=f.get("window"),
                         weak_score=None if f.get("weak_score") is None else float(f["weak_score"]),
-                        det_retry_side=None if f.get("det_retry_side") is None else int(f["det_retry_side"]))
+                        det_retry_side=None if f.get("det_retry_side") is None else int(f["det_retry_side"]),
+                        subject_centre=float(f["subject_centre"]) if f.get("subject_centre") else None)
     return Preprocess(crop=crop, input_size=int(m["input_size"]))
 
 
@@ -118,7 +139,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    # data -> person split
+    # data -> person split (each source split on its own, so the main layout's split never depends on them)
     samples = read_train(train_dir, verify_images=False)  # images are decoded (and checked) by the crop pass
     d = cfg["data"]
     if d["max_people"] and d["max_people"] < samples["person"].nunique():
@@ -129,59 +150,97 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         train_ids, val_ids = kfold_people(samples, int(d["folds"]), seed)[int(d["fold"])]
     else:
         train_ids, val_ids = split_people(samples, float(d["val_fraction"]), seed)
-    is_val = samples["person"].isin(val_ids).to_numpy()
-    if is_main():
-        samples.assign(split=np.where(is_val, "val", "train"))[["path", "person", "label", "split"]].to_csv(
-            out / "split.csv", index=False)
     log(f"{len(samples)} images of {samples['person'].nunique()} people: {len(train_ids)} people train, "
         f"{len(val_ids)} validate (split by person)")
+    specs = [SourceSpec.parse(e) for e in d.get("extra") or []]
+    sources = [{"name": "main", "path": str(train_dir), "people": int(samples["person"].nunique()),
+                "rows": len(samples), "weight": 1.0, "share": None}]
+    parts_of_samples = [samples.assign(source=0, draw=NO_DRAW)]
+    for k, spec in enumerate(specs, start=1):
+        table = read_labelled(spec.path)
+        tr_k, va_k = split_people(table, float(d["val_fraction"]), seed)
+        val_ids = set(val_ids) | va_k
+        train_ids = set(train_ids) | tr_k
+        rows = expand_states(table, cfg["synth"]["states"]).assign(source=k)
+        parts_of_samples.append(rows)
+        sources.append({"name": spec.name, "path": spec.path, "people": len(table), "rows": len(rows),
+                        "weight": spec.weight, "share": spec.share})
+        log(f"extra source {spec.name} ({spec.path}): {len(table)} people, {len(rows)} rows "
+            f"(masks drawn: {cfg['synth']['states']}); {len(tr_k)} train, {len(va_k)} validate")
+    n_main = len(samples)
+    samples = pd.concat(parts_of_samples, ignore_index=True) if specs else parts_of_samples[0]
+    is_val = samples["person"].isin(val_ids).to_numpy()
+    if is_main():
+        cols = ["path", "person", "label", "split"] + (["source"] if specs else [])
+        samples.assign(split=np.where(is_val, "val", "train"),
+                       source=[sources[k]["name"] for k in samples["source"]])[cols].to_csv(out / "split.csv",
+                                                                                          index=False)
 
     # faces
     pre = build_preprocess(cfg)
     cache_root = Path(cfg["cache_dir"]).expanduser() if cfg["cache_dir"] else default_cache_root()
     cache = CropCache(cache_root, pre.crop)
-    paths = samples["path"].tolist()
+    crop_of_row, paths = pd.factorize(samples["path"])  # a photo of an extra source is cropped once
     if not is_main():
         _barrier()
-    crops, found, landmarks, keys, problems = cache.crop_all(paths, workers=int(cfg["workers"]))
+    crops, found, landmarks, keys, problems = cache.crop_all(list(paths), workers=int(cfg["workers"]))
     if is_main():
         _barrier()
     if problems:
         raise LayoutError(train_dir, problems)
     log(f"face found in {found.mean():.1%} of images (the rest take the fallback crop)")
     alphas = None
-    if cfg["augment"].get("mask_look"):
-        alphas = pasted_mask_alphas(samples, crops, landmarks, pre.crop)
-        n_masked = int((samples["mask"] != Mask.NOT_WEAR).sum())
+    if cfg["augment"].get("mask_look"):  # the main layout's rows come first, one crop each
+        main = samples.iloc[:n_main]
+        alphas = pasted_mask_alphas(main, crops[:n_main], landmarks[:n_main], pre.crop)
+        if len(samples) > n_main:
+            alphas = np.concatenate([alphas, np.zeros((len(samples) - n_main,) + alphas.shape[1:], alphas.dtype)])
+        n_masked = int((main["mask"] != Mask.NOT_WEAR).sum())
         log(f"mask-look augmentation: pasted-mask outline found in {int(alphas.any((1, 2)).sum())} of "
             f"{n_masked} masked images (the rest keep their own look)")
+    draw = samples["draw"].to_numpy()
+    images = RowImages(crops, crop_of_row, draw, crop_landmarks(landmarks, pre.crop) if specs else None, pre.crop,
+                       cfg.get("synth", {}).get("incorrect_kinds"))
+    keys = [keys[c] for c in crop_of_row]
 
     # model and datasets
     m, t = cfg["model"], cfg["train"]
-    net = MaskgateNet(m["backbone"], m["weights"], int(m["freeze_blocks"]), float(m["dropout"]))
+    net = MaskgateNet(m["backbone"], "none" if m.get("init") else m["weights"], int(m["freeze_blocks"]),
+                      float(m["dropout"]))
+    init_digest = None
+    if m.get("init"):
+        init_digest = init_from_model(net, m["init"])
+        how = "batch norms frozen: graph-only model" if net.frozen_bn else "its weights"
+        log(f"network initialised from {m['init']} ({how})")
+    loop_seed = seed if t.get("seed") is None else int(t["seed"])  # batch order, dropout, views drawn
     targets = targets_from(samples)
     tr_idx, va_idx = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
     sub = lambda idx: {k: v[idx] for k, v in targets.items()}  # noqa: E731
     if t["cache_features"] and net.trunk is not None:
         parts = {"backbone": m["backbone"], "weights": m["weights"], "k": net.freeze_blocks, "pre": repr(pre),
                  "views": t["views"], "aug": cfg["augment"], "seed": seed, "v": FEATURE_CACHE_VERSION}
+        if m.get("init"):  # another model's trunk: its weights are part of what the features are
+            parts["init"] = init_digest
+        if specs:  # drawn masks: which rows get them, and the code that draws them
+            parts.update(synth=cfg["synth"], synth_v=SYNTH_VERSION,
+                         draw=hashlib.sha1(np.ascontiguousarray(draw).tobytes()).hexdigest())
         fpath = cache_root / "features" / f"{feature_cache_key(keys, parts)}.npy"
         if not is_main():
             _barrier()
-        feats = cache_trunk_features(net.trunk, crops, pre, cfg["augment"], int(t["views"]), fpath, seed, device,
+        feats = cache_trunk_features(net.trunk, images, pre, cfg["augment"], int(t["views"]), fpath, seed, device,
                                      mask_alphas=alphas)
         if is_main():
             _barrier()
-        train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), sub(tr_idx), train=True, seed=seed)
+        train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), sub(tr_idx), train=True, seed=loop_seed)
         val_ds = FeatureDataset(np.ascontiguousarray(feats[va_idx, :1]), sub(va_idx), train=False)
         module = net.tail
         log(f"cached frozen-trunk outputs {tuple(feats.shape)} at {fpath}")
     else:
-        train_ds = ImageDataset(crops[tr_idx], sub(tr_idx), pre, cfg["augment"], seed,
+        train_ds = ImageDataset(images.subset(tr_idx), sub(tr_idx), pre, cfg["augment"], seed,
                                 None if alphas is None else alphas[tr_idx])
-        val_ds = ImageDataset(crops[va_idx], sub(va_idx), pre, None)
+        val_ds = ImageDataset(images.subset(va_idx), sub(va_idx), pre, None, seed)
         module = net
-    del crops, alphas
+    del crops, alphas, images
     loss_fn = MultiTaskLoss(t, np.bincount(targets["age_band"][tr_idx], minlength=3)).to(device)
     arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
 
@@ -200,8 +259,20 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
 
     loop_cfg = LoopConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_frac=float(t["warmup_frac"]),
-                          amp=bool(t["amp"]), seed=seed, workers=0 if t["cache_features"] else int(cfg["workers"]))
-    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log)
+                          amp=bool(t["amp"]), seed=loop_seed,
+                          workers=0 if t["cache_features"] else int(cfg["workers"]))
+    sampler, val_parts = None, None
+    if specs:  # batches made of the sources' shares; each source also scored on its own in validation
+        src = samples["source"].to_numpy()
+        shares = source_shares([int((src[tr_idx] == k).sum()) for k in range(len(sources))],
+                               [s_["weight"] for s_ in sources], [s_["share"] for s_ in sources])
+        for s_, sh in zip(sources, shares):
+            s_["batch_share"] = round(float(sh), 4)
+        log("batch shares: " + ", ".join(f"{s_['name']} {sh:.2f}" for s_, sh in zip(sources, shares)))
+        sampler = create_sampler("sources", source_of_row=src[tr_idx], shares=shares,
+                                 batch_size=int(t["batch_size"]), seed=loop_cfg.seed)
+        val_parts = {s_["name"]: np.nonzero(src[va_idx] == k)[0] for k, s_ in enumerate(sources)}
+    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log, sampler, val_parts)
 
     summary = {}
     if is_main():
@@ -220,9 +291,15 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                    "val_people": len(val_ids), "best_epoch": int(history["val_macro_f1"].idxmax() + 1),
                    "val": val_plain, "val_with_age_bias": val_tuned, "age_bias": bias.tolist(),
                    "face_found_rate": float(found.mean()), "seconds": round(time.time() - t_start, 1),
-                   "device": str(device)}
+                   "device": str(device), "sources": sources}
+        if val_parts:
+            summary["val_by_source"] = {name: logits_scores({k: v[idx] for k, v in lg.items()}, bias)
+                                        for name, idx in val_parts.items()}
+        if m.get("init"):
+            summary["init"] = str(m["init"])
         bundle(bias, {k: summary[k] for k in ("maskgate", "finished", "images", "people", "best_epoch",
-                                               "val_with_age_bias", "age_bias")}).save(out / "best.pt", script=True)
+                                               "val_with_age_bias", "age_bias", "sources", "val_by_source", "init")
+                      if k in summary}).save(out / "best.pt", script=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"done in {summary['seconds']}s: validation macro F1 {val_tuned['macro_f1']:.4f} -> {out / 'best.pt'}")
         logf.close()

@@ -1,0 +1,99 @@
+"""Sampler registry: the order in which training rows are visited.
+
+Without a sampler (one data source) the loader shuffles: every row once per epoch in a random order.
+- `sources`: every batch is made of fixed shares of each data source (`data.extra[].share`), or
+  shares by size x weight (`data.extra[].weight`) where none is fixed; each source is visited in its
+  own shuffled cycle, so a small source repeats rather than being drawn at random with replacement.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from ..registry import Registry
+
+SAMPLERS = Registry("sampler")
+register_sampler = SAMPLERS.register
+
+
+def create_sampler(name: str, **kwargs) -> Sampler:
+    return SAMPLERS.create(name, **kwargs)
+
+
+def source_shares(sizes: list[int], weights: list[float], shares: list[float | None]) -> np.ndarray:
+    """Each source's share of a batch: the fixed ones as given, the rest split by size x weight."""
+    sizes_a, w = np.asarray(sizes, np.float64), np.asarray(weights, np.float64)
+    fixed = np.array([s is not None for s in shares])
+    out = np.array([s if s is not None else 0.0 for s in shares], np.float64)
+    if out[fixed].sum() >= 1.0 + 1e-9 or (fixed.all() and abs(out.sum() - 1) > 1e-6):
+        raise ValueError(f"source shares must add up to 1 (or leave room for the unset ones), got {shares}")
+    free = ~fixed & (sizes_a > 0)
+    rest = 1.0 - out[fixed].sum()
+    if free.any():
+        out[free] = rest * sizes_a[free] * w[free] / (sizes_a[free] * w[free]).sum()
+    out[sizes_a == 0] = 0.0
+    return out / out.sum()
+
+
+class _Epoch:
+    """Holds the epoch (for per-epoch draws) and the DDP shard (rank takes every world-th batch)."""
+
+    epoch, rank, world = 0, 0, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+
+@register_sampler("sources")
+class SourceMixSampler(Sampler, _Epoch):
+    """Batches composed by source shares; an epoch has as many rows as the sources together."""
+
+    def __init__(self, source_of_row: np.ndarray, shares: np.ndarray, batch_size: int, seed: int = 0):
+        self.src = np.asarray(source_of_row)
+        self.shares = np.asarray(shares, np.float64)
+        if len(self.shares) <= self.src.max(initial=0):
+            raise ValueError("a share is needed for every source")
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.n = len(self.src)
+
+    def __len__(self) -> int:
+        return len(self._batches_of_rank()) * self.batch_size
+
+    def _batches_of_rank(self) -> range:
+        n_batches = max(1, self.n // self.batch_size)
+        return range(self.rank, n_batches, self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng((self.seed, self.epoch, 11))
+        pools = [np.nonzero(self.src == k)[0] for k in range(len(self.shares))]
+        cycles = [rng.permutation(p) for p in pools]
+        pos = [0] * len(pools)
+        n_batches = max(1, self.n // self.batch_size)
+        exp = self.shares * self.batch_size
+        out = []
+        for b in range(n_batches):
+            # whole counts per source that add up to the batch, the fractions drawn at random
+            counts = np.floor(exp).astype(int)
+            short = self.batch_size - counts.sum()
+            if short:
+                frac = exp - counts
+                extra = rng.choice(len(exp), size=short, replace=False, p=frac / frac.sum())
+                counts[extra] += 1
+            batch = []
+            for k, c in enumerate(counts):
+                for _ in range(c):
+                    if not len(pools[k]):
+                        break
+                    if pos[k] == len(cycles[k]):
+                        cycles[k], pos[k] = rng.permutation(pools[k]), 0
+                    batch.append(cycles[k][pos[k]])
+                    pos[k] += 1
+            rng.shuffle(batch)
+            if b % self.world == self.rank:
+                out.extend(int(i) for i in batch)
+        return iter(out)
