@@ -72,7 +72,7 @@ def test_shipped_default_model_on_maskproxy_eval(tmp_path):
     res = _score(None, _eval_subset(tmp_path), tmp_path, "default")
     print("shipped model on maskproxy eval part:", res)
     assert res["mask_acc"] > 0.98
-    assert res["macro_f1"] > 0.62, res  # measured 0.640 on this part (0.673 on the whole eval split)
+    assert res["macro_f1"] > 0.62, res  # measured 0.649 on this part (0.664 on the whole eval split)
 
 
 def _world_subset(tmp_path, split, n_people):
@@ -97,9 +97,10 @@ def test_training_with_an_extra_source_reaches_the_floor_on_other_people(tmp_pat
          "--per-person", "3")
     res = _score(tmp_path / "run", fw_eval, tmp_path, "world")
     print("maskproxy 300 + faces-world 600 people, on faces-world eval (drawn masks):", res)
-    assert res["mask_acc"] > 0.95  # masks it never saw drawn on people it never saw
-    assert res["gender_acc"] > 0.85, res
-    assert res["age_acc"] > 0.55, res
+    # measured 0.993 / 0.932 / 0.621; the maskproxy-only model shipped before scores gender 0.870 on such photos
+    assert res["mask_acc"] > 0.97, res  # masks drawn in new looks, on people it never saw
+    assert res["gender_acc"] > 0.89, res
+    assert res["age_acc"] > 0.57, res
     mp = _score(tmp_path / "run", _eval_subset(tmp_path), tmp_path, "mp")
     print("the same model on maskproxy eval part:", mp)
-    assert mp["mask_acc"] > 0.97 and mp["macro_f1"] > 0.45, mp
+    assert mp["mask_acc"] > 0.98 and mp["macro_f1"] > 0.50, mp  # measured 0.998 / 0.577
