@@ -214,11 +214,13 @@ def _half_width(f: FaceFrame, state: str, style: MaskStyle) -> float:
     return float(np.clip(max(base, f.mouth_half * 1.9) * style.width, 0.6, 1.12))
 
 
-def mask_polygon(landmarks: np.ndarray, state: str, style: MaskStyle | None = None) -> np.ndarray | None:
-    """The mask's outline in image pixels (M x 2), or None for `none` / degenerate landmarks."""
+def mask_polygon(landmarks: np.ndarray, state: str, style: MaskStyle | None = None,
+                 frame: FaceFrame | None = None) -> np.ndarray | None:
+    """The mask's outline in image pixels (M x 2), or None for `none` / degenerate landmarks.
+    `frame`: the landmarks' face frame, where the caller has it already."""
     if state not in STATES:
         raise ValueError(f"unknown mask state {state!r}; choose from {sorted(STATES)}")
-    f = face_frame(landmarks)
+    f = frame if frame is not None else face_frame(landmarks)
     if state == "none" or f is None:
         return None
     style = style or MaskStyle()
@@ -260,11 +262,11 @@ def draw_mask(rgb: np.ndarray, landmarks: np.ndarray, state: str, rng: np.random
     rng = rng if rng is not None else np.random.default_rng(0)
     style = style or random_style(rng)
     h, w = rgb.shape[:2]
-    poly = mask_polygon(landmarks, state, style)
+    f = face_frame(landmarks)
+    poly = mask_polygon(landmarks, state, style, f)
     alpha = np.zeros((h, w), np.float32)
     if poly is None:
         return rgb.copy(), alpha
-    f = face_frame(landmarks)
     unit = f.unit
     # work inside the mask's bounding box (plus room for blur, loops, shadow), clipped to the image
     pad = int(np.ceil(0.6 * unit)) + 4
