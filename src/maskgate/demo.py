@@ -106,3 +106,36 @@ def run_demo(out: Path, model=None) -> None:
         w.writerows(rows)
     cv2.imwrite(str(out / "demo.png"), contact_sheet(annotated)[..., ::-1])
     print(f"wrote {out / 'predictions.csv'}, {out / 'annotated'}/, {out / 'demo.png'}")
+
+
+def make_walk_video(path: str | Path, seconds: float = 4.0, fps: float = 25.0, size: tuple[int, int] = (640, 480),
+                    masked_until: float = 0.5, face_px: int = 200) -> Path:
+    """A test video made from the demo photo: the astronaut's head crosses the frame left to right, a
+    surgical mask worn for the first `masked_until` of the time, then none. Written as MJPG .avi (any
+    OpenCV reads it). Returns the path."""
+    from .synth.masks import MaskStyle, draw_mask
+
+    photo = sample_photo()
+    f = create_detector("retinaface").detect(photo)[0]
+    masked, _ = draw_mask(photo, f.landmarks, "worn", np.random.default_rng(0), MaskStyle(shape="surgical"))
+    x1, y1, x2, y2 = f.box
+    cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.8
+    box = (int(cx - s / 2), int(cy - s / 2), int(cx + s / 2), int(cy + s / 2))
+    heads = [cv2.resize(np.ascontiguousarray(im[box[1]:box[3], box[0]:box[2]]), (face_px, face_px),
+                        interpolation=cv2.INTER_AREA) for im in (masked, photo)]
+    w, h = size
+    n = int(round(seconds * fps))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    if not out.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write an MJPG video here")
+    y = (h - face_px) // 2
+    for i in range(n):
+        frame = np.full((h, w, 3), (92, 104, 118), np.uint8)
+        frame[:, :, 0] += (np.arange(w) * 40 // w).astype(np.uint8)[None, :]  # a little background texture
+        x = int(round(i / max(n - 1, 1) * (w - face_px)))
+        frame[y:y + face_px, x:x + face_px] = heads[0 if i < masked_until * n else 1]
+        out.write(frame[..., ::-1])
+    out.release()
+    return path

@@ -1,11 +1,12 @@
 """The prediction core: images in, per-face results out.
 
-The CLI, and later an HTTP API, a video loop or a batch job, all call `Predictor`. It crops faces
-with the settings saved in the model bundle, so prediction reproduces training-time preprocessing.
+The CLI, the HTTP service (serve/), the video watcher (watch/) and batch jobs all call `Predictor`. It
+crops faces with the settings saved in the model bundle, so prediction reproduces training-time
+preprocessing, and runs the network with PyTorch or onnxruntime (models/runtime.py): with a .onnx bundle
+nothing here imports PyTorch.
 """
 from __future__ import annotations
 
-import importlib.resources as ir
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -14,19 +15,13 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .data.images import ImageError, read_image
-from .device import resolve_device
 from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
-from .models.classifier import MaskClassifier
+from .models.runtime import Runtime, default_model_path, load_runtime
 
-DEFAULT_MODEL = "default_model.pt"
-
-
-def default_model_path() -> Path:
-    return Path(str(ir.files("maskgate") / "assets" / DEFAULT_MODEL))
+__all__ = ["FaceResult", "Predictor", "annotate", "default_model_path"]
 
 
 @dataclass
@@ -50,7 +45,7 @@ class FaceResult:
                 "box": " ".join(f"{v:.0f}" for v in self.box)}
 
 
-ModelLike = MaskClassifier | str | os.PathLike
+ModelLike = Runtime | str | os.PathLike  # also a loaded MaskClassifier
 
 
 class Predictor:
@@ -79,13 +74,13 @@ class Predictor:
         """
         where = (det_size, weak_score, det_retry, subject_centre)
         CropSettings().with_detection(*where)  # bad values fail before the model loads
-        self.device = resolve_device(device)
-        batch_size = batch_size or (8 if self.device.type == "cpu" else 64)  # small batches: faster on CPU
         members = [default_model_path()] if model is None else (
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:
             raise ValueError("no model given")
-        self.models = [self._load(m) for m in members]
+        self.models = [load_runtime(m, device) for m in members]
+        on_cpu = all(getattr(getattr(m, "device", None), "type", "cpu") == "cpu" for m in self.models)
+        batch_size = batch_size or (8 if on_cpu else 64)  # small batches: faster on CPU
         self.model = self.models[0]
         self.pre = self.model.preprocess
         # where faces are found, per model, after the options given here (they apply to every model)
@@ -101,28 +96,14 @@ class Predictor:
                                  if m.preprocess.crop.alignment() != crop.alignment()}.values())
         self.batch_size, self.workers, self.tta = batch_size, workers, tta
 
-    def _load(self, model: ModelLike) -> MaskClassifier:
-        if not isinstance(model, MaskClassifier):  # TorchScript graph on CPU, the eager network on GPU
-            model = MaskClassifier.load(model, self.device, eager=self.device.type != "cpu")
-        model = model.to(self.device).eval()
-        if self.device.type == "cpu":
-            model.net.to(memory_format=torch.channels_last)
-        return model
-
     # --- crops -> results -------------------------------------------------------------------------
-    def _probs(self, model: MaskClassifier, crops: list[FaceCrop]) -> np.ndarray:
+    def _probs(self, model: Runtime, crops: list[FaceCrop]) -> np.ndarray:
         """One model's 18-class distribution for each crop (mirror-image average with `tta`)."""
         key = model.preprocess.crop.alignment()
         own = key == self.cropper.settings.alignment()
         imgs = model.preprocess.resize(np.stack([c.image if own else c.others[key] for c in crops]))
-        probs = []
-        for s in range(0, len(imgs), self.batch_size):
-            x = model.preprocess.to_tensor(imgs[s:s + self.batch_size]).to(self.device)
-            p = model.predict_logits(x)["log18"].exp()
-            if self.tta:  # mirror image: average the two class distributions
-                p = (p + model.predict_logits(x.flip(3))["log18"].exp()) / 2
-            probs.append(p.cpu().numpy())
-        return np.concatenate(probs)
+        return np.concatenate([model.probs(imgs[s:s + self.batch_size], self.tta)
+                               for s in range(0, len(imgs), self.batch_size)])
 
     def classify_crops(self, crops: list[FaceCrop]) -> list[FaceResult]:
         if not crops:

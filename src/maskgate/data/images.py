@@ -13,16 +13,22 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # what PIL may decode: read from the content, never the name
 MAX_PIXELS = 64_000_000  # refuse images larger than this (decompression bombs)
 _BACKGROUND = 128  # grey behind transparent pixels
 
 
 class ImageError(ValueError):
-    """An input image cannot be used; the message names the file and the problem."""
+    """An input image cannot be used; the message names the file and the problem.
 
-    def __init__(self, source: str | os.PathLike, problem: str):
+    `kind` says which problem, for callers that answer differently (the service's HTTP status):
+    empty | too_large | too_small | not_image | corrupt | unreadable.
+    """
+
+    def __init__(self, source: str | os.PathLike, problem: str, kind: str = "corrupt"):
         self.source = str(source)
         self.problem = problem
+        self.kind = kind
         super().__init__(f"{self.source}: {problem}")
 
 
@@ -46,31 +52,35 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX...
 
 
-def decode_image(data: bytes, source: str | os.PathLike = "<bytes>") -> np.ndarray:
-    """Bytes of an image file -> HxWx3 uint8 RGB, upright (EXIF applied)."""
+def decode_image(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes of an image file -> HxWx3 uint8 RGB, upright (EXIF applied).
+
+    The size is checked from the header before any pixel is decoded (decompression bombs).
+    """
     if not data:
-        raise ImageError(source, "empty file")
+        raise ImageError(source, "empty file", "empty")
+    Image.init()  # register every format plugin (once): `formats=` looks them up by name
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(source, f"image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
+            if w * h > max_pixels:
+                raise ImageError(source, f"image too large ({w}x{h} pixels; limit {max_pixels})", "too_large")
             if w < 8 or h < 8:
-                raise ImageError(source, f"image too small ({w}x{h} pixels)")
+                raise ImageError(source, f"image too small ({w}x{h} pixels)", "too_small")
             img.load()  # raises on truncated data
             img = ImageOps.exif_transpose(img)
             arr = _to_rgb(img)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(source, f"image too large: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        msg = str(e) or type(e).__name__
+        raise ImageError(source, f"image too large: {e}", "too_large") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg, kind = str(e) or type(e).__name__, "corrupt"
         if "truncated" in msg.lower():
             msg = "truncated image file (" + msg + ")"
         elif "cannot identify" in msg:
-            msg = "not an image file (unreadable or unknown format)"
-        raise ImageError(source, msg) from None
+            msg, kind = f"not an image file (unreadable or not one of {', '.join(FORMATS)})", "not_image"
+        raise ImageError(source, msg, kind) from None
     return np.ascontiguousarray(arr)
 
 
@@ -79,7 +89,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise ImageError(path, f"cannot read file ({e.strerror or e})") from None
+        raise ImageError(path, f"cannot read file ({e.strerror or e})", "unreadable") from None
     return decode_image(data, path)
 
 

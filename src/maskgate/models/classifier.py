@@ -8,49 +8,16 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn as nn
 
-from ..faces.crop import CropSettings
 from .heads import MultiHead, combine18
+from .preprocess import Preprocess  # noqa: F401 - re-exported: the bundle's preprocessing
 
 BUNDLE_FORMAT = 1
-
-
-@dataclass
-class Preprocess:
-    """How a photo becomes the network's input: face crop, resize, normalise."""
-
-    crop: CropSettings = field(default_factory=CropSettings)
-    input_size: int = 160
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    def resize(self, crops: np.ndarray) -> np.ndarray:
-        """N x S x S x 3 uint8 crops -> N x I x I x 3 uint8 at the network's input size."""
-        if crops.shape[1] == self.input_size:
-            return crops
-        interp = cv2.INTER_AREA if crops.shape[1] > self.input_size else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(c, (self.input_size, self.input_size), interpolation=interp) for c in crops])
-
-    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """N x I x I x 3 uint8 (already at input size) -> normalised float N x 3 x I x I (channels-last)."""
-        # NHWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
-        return x.sub_(mean).div_(std)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        d = dict(d)
-        d["crop"] = CropSettings(**d.get("crop", {}))
-        return cls(**d)
 
 
 class Trunk(nn.Module):

@@ -56,7 +56,7 @@ def expand_states(table: pd.DataFrame, states: dict[str, int]) -> pd.DataFrame:
     return out
 
 
-class RunExistsError(RuntimeError):
+class RunExistsError(FileExistsError):
     pass
 
 

@@ -1,0 +1,333 @@
+"""The watch loop: frames -> faces (the prediction core) -> tracks -> mask-state events.
+
+A track's frames are cut into segments of one mask state: a new state counts only after `settle`
+classified frames in a row agree on it (a single odd frame is flicker, folded back in). Each segment
+with at least `min_frames` frames is one event: the track, its first and last time, the state with its
+mean probability over the segment's frames, gender and age band the same way, and a snapshot of the
+face from the segment's most confident frame. So a person walking past masked is one event; one who
+pulls the mask down in view is two (same track).
+
+Keeping real time: a camera or stream is read by its own thread that keeps only the newest frame; a
+file is read at its own pace, and a frame is classified only when the clock has not passed it
+(`realtime`, the default), else skipped. Every skip is counted in the summary.
+"""
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask
+from ..predict import Predictor
+from .tracker import IoUTracker, Track
+
+MASK_ORDER = ["wear", "incorrect", "not_wear"]  # worst last
+COLOURS = {"wear": (40, 180, 60), "incorrect": (255, 150, 0), "not_wear": (220, 40, 40)}  # RGB
+EVENT_FIELDS = ["event", "track", "start_s", "end_s", "started_at", "frames", "mask", "mask_conf", "gender",
+                "gender_conf", "age_band", "age_conf", "snapshot"]
+
+
+@dataclass
+class WatchOptions:
+    realtime: bool = True  # files: skip frames to keep up with the video's clock (cameras always do)
+    settle: int = 3  # classified frames in a row a new mask state needs
+    min_frames: int = 2  # shorter segments (a face seen once: often a false detection) make no event
+    max_gap_s: float = 1.0  # a track unseen this long has left
+    iou_min: float = 0.3
+    max_seconds: float | None = None  # stop a camera or stream after this long
+
+
+@dataclass
+class Event:
+    event: int
+    track: int
+    start_s: float
+    end_s: float
+    started_at: str
+    frames: int
+    mask: str
+    mask_conf: float
+    gender: str
+    gender_conf: float
+    age_band: str
+    age_conf: float
+    snapshot: str = ""
+
+
+@dataclass
+class _Segment:
+    start: float
+    label: str
+    probs: list = field(default_factory=list)  # (mask 3, gender 2, age 3) per frame
+    end: float = 0.0
+    best: tuple[float, np.ndarray | None] = (-1.0, None)
+
+    def add(self, t: float, obs: tuple, crop_fn: Callable[[], np.ndarray], score: float) -> None:
+        self.probs.append(obs)
+        self.end = t
+        if score > self.best[0]:
+            self.best = (score, crop_fn())
+
+
+def _marginals(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q = p.reshape(3, 2, 3)
+    return q.sum((1, 2)), q.sum((0, 2)), q.sum((0, 1))
+
+
+class Watcher:
+    """Runs the loop over one source; `on_event` is called as each event closes (alerts, a queue...)."""
+
+    def __init__(self, predictor: Predictor, options: WatchOptions | None = None,
+                 on_event: Callable[[Event, np.ndarray | None], None] | None = None):
+        self.pred, self.opt, self.on_event = predictor, options or WatchOptions(), on_event
+        self.tracker = IoUTracker(self.opt.iou_min, self.opt.max_gap_s)
+        self.events: list[Event] = []
+        self._t0_wall = time.time()
+
+    # --- per-track state segments ----------------------------------------------------------------
+    def _observe(self, tr: Track, t: float, probs: np.ndarray, rgb: np.ndarray, box: np.ndarray, det: float):
+        pm, pg, pa = _marginals(probs)
+        label = MASK_NAMES[Mask(int(pm.argmax()))]
+        obs = (pm, pg, pa)
+
+        def crop() -> np.ndarray:
+            x1, y1, x2, y2 = box
+            m = 0.25 * max(x2 - x1, y2 - y1)
+            h, w = rgb.shape[:2]
+            return rgb[int(max(0, y1 - m)):int(min(h, y2 + m)), int(max(0, x1 - m)):int(min(w, x2 + m))].copy()
+
+        score = float(pm.max()) * det
+        d = tr.data
+        seg: _Segment | None = d.get("seg")
+        if seg is None:
+            d["seg"], d["pending"] = _Segment(t, label), []
+            d["seg"].add(t, obs, crop, score)
+            return
+        pending: list = d["pending"]
+        if label == seg.label:
+            for p in pending:  # flicker: the odd frames belong to this segment
+                seg.add(*p[:4])
+            pending.clear()
+            seg.add(t, obs, crop, score)
+            return
+        if pending and pending[0][4] != label:  # a different odd frame: fold the earlier ones back in
+            for p in pending:
+                seg.add(*p[:4])
+            pending.clear()
+        pending.append((t, obs, crop, score, label))
+        if len(pending) >= self.opt.settle:  # the new state holds: close the old segment, start a new one
+            self._close(tr, seg)
+            new = _Segment(pending[0][0], label)
+            for p in pending:
+                new.add(*p[:4])
+            d["seg"] = new
+            pending.clear()
+
+    def _close(self, tr: Track, seg: _Segment) -> None:
+        if len(seg.probs) < self.opt.min_frames:
+            return
+        pm = np.mean([o[0] for o in seg.probs], 0)
+        pg = np.mean([o[1] for o in seg.probs], 0)
+        pa = np.mean([o[2] for o in seg.probs], 0)
+        m = MASK_ORDER.index(seg.label)
+        g, a = int(pg.argmax()), int(pa.argmax())
+        ev = Event(len(self.events) + 1, tr.id, round(seg.start, 3), round(seg.end, 3),
+                   datetime.fromtimestamp(self._t0_wall + seg.start, timezone.utc).isoformat(timespec="seconds"),
+                   len(seg.probs), seg.label, round(float(pm[m]), 4), GENDER_NAMES[Gender(g)],
+                   round(float(pg[g]), 4), AGE_NAMES[AgeBand(a)], round(float(pa[a]), 4))
+        self.events.append(ev)
+        if self.on_event:
+            self.on_event(ev, seg.best[1])
+
+    def _end(self, tr: Track) -> None:
+        seg, pending = tr.data.get("seg"), tr.data.get("pending", [])
+        if seg is None:
+            return
+        for p in pending:
+            seg.add(*p[:4])
+        self._close(tr, seg)
+
+    # --- frames ------------------------------------------------------------------------------------
+    def step(self, t: float, rgb: np.ndarray) -> list[tuple[Track, str, float]]:
+        """Classify one frame at time t (seconds); returns (track, mask state, its probability) per face."""
+        results = [r for r in self.pred.predict_image(rgb, all_faces=True) if r.face_found]
+        boxes = np.stack([r.box for r in results]) if results else np.zeros((0, 4))
+        tracks, ended = self.tracker.update(t, boxes)
+        for tr in ended:
+            self._end(tr)
+        shown = []
+        for tr, r in zip(tracks, results):
+            self._observe(tr, t, r.probs, rgb, r.box, r.det_score)
+            pm = _marginals(r.probs)[0]
+            shown.append((tr, MASK_NAMES[Mask(int(pm.argmax()))], float(pm.max())))
+        return shown
+
+    def finish(self) -> None:
+        for tr in self.tracker.finish():
+            self._end(tr)
+
+
+def draw(rgb: np.ndarray, shown: list[tuple[Track, str, float]]) -> np.ndarray:
+    img = np.ascontiguousarray(rgb.copy())
+    th = max(2, round(max(img.shape[:2]) / 320))
+    for tr, label, p in shown:
+        x1, y1, x2, y2 = (int(round(v)) for v in tr.box)
+        col = COLOURS[label]
+        cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
+        text = f"#{tr.id} {label} {p:.2f}"
+        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+        ty = max(tht + 4, y1 - 4)
+        cv2.rectangle(img, (x1, ty - tht - 4), (x1 + tw + 6, ty + base - 2), col, -1)
+        cv2.putText(img, text, (x1 + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
+    """A camera index, a stream URL (rtsp://, http://...) or a video file -> (capture, live)."""
+    live = source.isdigit() or "://" in source
+    if not live and not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: no such video file (or give a camera index or an rtsp:// URL)")
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not cap.isOpened():
+        raise ValueError(f"{source}: cannot open as a video source")
+    return cap, live
+
+
+def _file_frames(cap: cv2.VideoCapture, fps: float, realtime: bool, need_all: bool, counts: dict
+                 ) -> Iterator[tuple[float, np.ndarray, bool]]:
+    """(video time, BGR frame or None, classify?) for every frame of a file, keeping to its clock."""
+    start, i = time.perf_counter(), 0
+    while cap.grab():
+        t = i / fps
+        classify = not realtime or time.perf_counter() - start <= t + 1.0 / fps  # behind the clock: skip
+        frame = None
+        if classify or need_all:
+            ok, frame = cap.retrieve()
+            if not ok:
+                break
+        counts["read"] += 1
+        yield t, frame, classify
+        i += 1
+
+
+def _live_frames(cap: cv2.VideoCapture, max_seconds: float | None, counts: dict
+                 ) -> Iterator[tuple[float, np.ndarray, bool]]:
+    """The newest frame of a camera or stream each time the loop is ready; older ones are skipped."""
+    latest: dict = {"frame": None, "n": 0, "done": False}
+    lock = threading.Lock()
+    start = time.perf_counter()
+
+    def reader():
+        while not latest["done"]:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            with lock:
+                latest["frame"], latest["n"] = frame, latest["n"] + 1
+        latest["done"] = True
+
+    threading.Thread(target=reader, daemon=True, name="maskgate-camera").start()
+    taken = 0
+    try:
+        while not (latest["done"] and latest["n"] == taken):
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
+            with lock:
+                frame, n = latest["frame"], latest["n"]
+            if frame is None or n == taken:
+                time.sleep(0.002)
+                continue
+            counts["read"] = n
+            taken = n
+            yield time.perf_counter() - start, frame, True
+    finally:
+        latest["done"] = True
+
+
+def watch(source: str, predictor: Predictor, options: WatchOptions | None = None, out: str | None = None,
+          events_csv: str | None = None, progress: bool = True) -> dict:
+    """Run the watcher over `source`; write the annotated video and the events; return the summary."""
+    opt = options or WatchOptions()
+    cap, live = open_source(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    fps = fps if 1.0 <= fps <= 240.0 else 25.0
+    snap_dir = None
+    writer_csv = f = None
+    if events_csv:
+        Path(events_csv).parent.mkdir(parents=True, exist_ok=True)
+        snap_dir = Path(events_csv).with_suffix("")
+        snap_dir = snap_dir.with_name(snap_dir.name + "_snapshots")
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        f = open(events_csv, "w", newline="")
+        writer_csv = csv.DictWriter(f, fieldnames=EVENT_FIELDS)
+        writer_csv.writeheader()
+
+    def on_event(ev: Event, snap: np.ndarray | None) -> None:
+        if snap_dir is not None and snap is not None and snap.size:
+            p = snap_dir / f"event{ev.event:05d}_track{ev.track}_{ev.mask}.jpg"
+            cv2.imwrite(str(p), snap[..., ::-1])
+            ev.snapshot = str(p)
+        if writer_csv is not None:
+            writer_csv.writerow(asdict(ev))
+            f.flush()  # an event is on disk as soon as it closes (a killed watcher loses nothing closed)
+        if progress:
+            print(f"event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) {ev.gender} {ev.age_band} "
+                  f"{ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
+
+    w = Watcher(predictor, opt, on_event)
+    counts = {"read": 0, "classified": 0}
+    video = None
+    shown: list = []
+    t_wall = time.perf_counter()
+    busy = 0.0
+    frames = _live_frames(cap, opt.max_seconds, counts) if live else _file_frames(
+        cap, fps, opt.realtime, out is not None, counts)
+    try:
+        for t, frame, classify in frames:
+            if classify:
+                t1 = time.perf_counter()
+                shown = w.step(t, np.ascontiguousarray(frame[..., ::-1]))
+                busy += time.perf_counter() - t1
+                counts["classified"] += 1
+            if out is not None and frame is not None:
+                if video is None:
+                    Path(out).parent.mkdir(parents=True, exist_ok=True)
+                    h, wd = frame.shape[:2]
+                    video = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps if not live else 10.0,
+                                            (wd, h))
+                    if not video.isOpened():
+                        raise ValueError(f"{out}: OpenCV cannot write this video (use a .mp4 or .avi name)")
+                video.write(draw(frame[..., ::-1], shown)[..., ::-1])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        w.finish()
+        cap.release()
+        if video is not None:
+            video.release()
+        if f is not None:
+            f.close()
+    wall = time.perf_counter() - t_wall
+    video_s = counts["read"] / fps if not live else wall
+    people: dict[str, int] = {k: 0 for k in MASK_ORDER}
+    worst: dict[int, str] = {}
+    for ev in w.events:
+        if ev.track not in worst or MASK_ORDER.index(ev.mask) > MASK_ORDER.index(worst[ev.track]):
+            worst[ev.track] = ev.mask
+    for s in worst.values():
+        people[s] += 1
+    return {"source": source, "live": live, "fps": round(fps, 2), "frames_read": counts["read"],
+            "frames_classified": counts["classified"], "frames_skipped": counts["read"] - counts["classified"],
+            "video_seconds": round(video_s, 2), "wall_seconds": round(wall, 2),
+            "classified_per_second": round(counts["classified"] / max(busy, 1e-9), 2),
+            # a file: was the whole video handled within its own duration (live sources drop frames instead)
+            "kept_real_time": None if live else bool(wall <= video_s * 1.05 + 0.5),
+            "events": len(w.events), "people": len(worst), "people_by_worst_state": people,
+            "events_by_state": {k: sum(e.mask == k for e in w.events) for k in MASK_ORDER}}

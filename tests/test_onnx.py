@@ -1,0 +1,138 @@
+"""ONNX export and the slim runtime: the same answers as PyTorch, and predict / serve / watch with PyTorch
+made unavailable (as on the slim install: onnxruntime, OpenCV, NumPy, the web parts; no torch)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from maskgate.models.classifier import MaskClassifier, MaskgateNet, Preprocess
+from maskgate.models.runtime import OnnxRuntime, default_model_path, load_runtime
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return MaskClassifier.load(default_model_path("torch"))
+
+
+@pytest.fixture(scope="module")
+def real_crops(shipped):
+    from maskgate.models.onnx_export import demo_crops
+
+    return demo_crops(shipped)
+
+
+def test_shipped_onnx_twin_matches_the_shipped_model(shipped, real_crops):
+    from maskgate.models.onnx_export import parity
+
+    onnx = OnnxRuntime(default_model_path("onnx"))
+    assert onnx.preprocess == shipped.preprocess and onnx.info == json.loads(json.dumps(shipped.info, default=str))
+    check = parity(shipped, default_model_path("onnx"), real_crops)
+    assert check["crops"] >= 15 and check["max_prob_diff"] < 1e-4 and check["class_agreement"] == 1.0
+
+
+def test_export_cli_from_weights_and_from_a_graph(tmp_path, shipped, real_crops):
+    """A bundle with weights (eager network) and the graph-only shipped bundle (unfolded) both export exactly."""
+    from maskgate.cli import main
+    from maskgate.models.onnx_export import parity
+
+    net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=2, dropout=0.0)
+    m = MaskClassifier(net, Preprocess(input_size=128), {"backbone": "tf_efficientnet_lite0", "freeze_blocks": 2,
+                                                         "dropout": 0.0}, age_bias=[0.3, -0.1, 0.5],
+                       info={"note": "random weights"})
+    m.save(tmp_path / "w.pt")
+    for src, dst in ((tmp_path / "w.pt", tmp_path / "w.onnx"), (default_model_path("torch"), tmp_path / "s.onnx")):
+        assert main(["export", "--format", "onnx", "--model", str(src), "--out", str(dst)]) == 0
+        check = parity(MaskClassifier.load(src), dst, real_crops)
+        assert check["max_prob_diff"] < 1e-4 and check["class_agreement"] == 1.0, (src, check)
+    assert OnnxRuntime(tmp_path / "w.onnx").preprocess.input_size == 128
+    assert OnnxRuntime(tmp_path / "w.onnx").info == {"note": "random weights"}
+    assert main(["export", "--format", "onnx", "--graph-only", "--model", str(tmp_path / "w.pt"),
+                 "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_onnx_tta_is_the_mirror_average(real_crops):
+    rt = OnnxRuntime(default_model_path("onnx"))
+    x = rt.preprocess.resize(real_crops[:4])
+    np.testing.assert_allclose(rt.probs(x, tta=True), (rt.probs(x) + rt.probs(x[:, :, ::-1])) / 2, atol=1e-6)
+
+
+def test_not_a_maskgate_onnx_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="bad.onnx: not a readable ONNX model"):
+        load_runtime(bad)
+    with pytest.raises(FileNotFoundError):
+        load_runtime(tmp_path / "missing.onnx")
+
+
+def test_predict_cli_same_classes_with_onnx_and_pytorch(tmp_path):
+    from maskgate.demo import make_inputs
+
+    inputs = make_inputs(tmp_path / "in")
+    outs = {}
+    for kind in ("torch", "onnx"):
+        out = tmp_path / f"{kind}.csv"
+        r = subprocess.run([sys.executable, "-m", "maskgate", "predict", "--model", str(default_model_path(kind)),
+                            "--out", str(out), *map(str, inputs)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs[kind] = pd.read_csv(out)
+    assert len(outs["onnx"]) == len(inputs)
+    assert outs["onnx"]["class"].tolist() == outs["torch"]["class"].tolist()
+    np.testing.assert_allclose(outs["onnx"]["confidence"], outs["torch"]["confidence"], atol=2e-3)
+
+
+SLIM = textwrap.dedent("""
+    import sys
+    for name in ("torch", "torchvision", "timm"):
+        sys.modules[name] = None  # as if not installed: import fails, find_spec gives None
+    import json, time
+    from pathlib import Path
+    import cv2, numpy as np
+    from maskgate.cli import main
+    from maskgate.models.runtime import default_model_path, torch_available
+    assert not torch_available() and default_model_path().suffix == ".onnx"
+    out = Path(sys.argv[1])
+    photo = cv2.imread(sys.argv[2])
+    # predict, with the default model (its ONNX twin, chosen because there is no PyTorch)
+    assert main(["predict", "--out", str(out / "p.csv"), sys.argv[2]]) == 0
+    # a PyTorch bundle is refused with a clear message, not a traceback
+    assert main(["predict", "--model", str(default_model_path("torch")), "--out", str(out / "x.csv"), sys.argv[2]]) == 2
+    # serve
+    from fastapi.testclient import TestClient
+    from maskgate.serve.app import create_app
+    with TestClient(create_app()) as c:
+        for _ in range(300):
+            if c.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        r = c.post("/v1/predict", content=cv2.imencode(".jpg", photo)[1].tobytes())
+        assert r.status_code == 200 and len(r.json()["faces"]) == 1, r.text
+        assert c.get("/v1/model").json()["models"][0]["runtime"] == "onnx"
+    # watch
+    assert main(["watch", "--source", sys.argv[3], "--all-frames", "--events", str(out / "ev.csv")]) == 0
+    print(json.dumps({"torch_loaded": sys.modules.get("torch") is not None,
+                      "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision")
+                                        and sys.modules[m] is not None)}))
+""")
+
+
+def test_predict_serve_watch_without_pytorch(tmp_path, astronaut):
+    import cv2
+
+    from maskgate.demo import make_walk_video
+
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), astronaut[..., ::-1])
+    video = make_walk_video(tmp_path / "walk.avi", seconds=1.0)
+    r = subprocess.run([sys.executable, "-c", SLIM, str(tmp_path), str(photo), str(video)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "PyTorch is not installed" in r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last == {"torch_loaded": False, "modules": []}
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 1
+    assert len(pd.read_csv(tmp_path / "ev.csv")) >= 1

@@ -1,0 +1,106 @@
+"""`maskgate watch`: the tracker on hand-made boxes, and the whole loop on a video made from a shipped photo."""
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from maskgate.watch.tracker import IoUTracker, iou
+
+
+def test_iou_hand_computed():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
+    np.testing.assert_allclose(iou(a, b), [[50 / 150, 0.0, 1.0]])
+    assert iou(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_one_face_moving_is_one_track():
+    tr = IoUTracker()
+    ids = []
+    for i in range(30):  # 4 px per frame, 60 px box
+        (t,), ended = tr.update(i / 25, [[10 + 4 * i, 50, 70 + 4 * i, 110]])
+        ids.append(t.id)
+        assert ended == []
+    assert set(ids) == {1} and tr.tracks[0].hits == 30
+
+
+def test_two_people_crossing_paths_keep_their_ids():
+    tr = IoUTracker()
+    seen = {}
+    for i in range(20):
+        a, b = [0 + 10 * i, 0, 60 + 10 * i, 60], [400 - 10 * i, 200, 460 - 10 * i, 260]  # vertical gap: no overlap
+        tracks, _ = tr.update(i / 25, [a, b] if i % 2 else [b, a])  # order of detections does not matter
+        boxes = [a, b] if i % 2 else [b, a]
+        for t, box in zip(tracks, boxes):
+            seen.setdefault(t.id, set()).add("a" if box == a else "b")
+    assert seen == {1: {"a"}, 2: {"b"}} or seen == {1: {"b"}, 2: {"a"}}
+
+
+def test_skipped_frames_still_match_by_centre_and_a_gap_ends_the_track():
+    tr = IoUTracker(max_gap_s=0.5)
+    (t1,), _ = tr.update(0.0, [[0, 0, 50, 50]])
+    (t2,), _ = tr.update(0.2, [[40, 0, 90, 50]])  # IoU 0.11: matched by centre distance (40 px < 1 box)
+    assert t2.id == t1.id
+    (t3,), _ = tr.update(0.4, [[300, 300, 350, 350]])  # far away: somebody else
+    assert t3.id != t1.id
+    (t4,), ended = tr.update(0.8, [[305, 300, 355, 350]])  # 0.6 s after the first was last seen
+    assert [t.id for t in ended] == [t1.id] and t4.id == t3.id
+    assert [t.id for t in tr.finish()] == [t3.id]
+
+
+@pytest.fixture(scope="module")
+def walk_video(tmp_path_factory):
+    from maskgate.demo import make_walk_video
+
+    return make_walk_video(tmp_path_factory.mktemp("video") / "walk.avi", seconds=3.0, fps=25, masked_until=0.5)
+
+
+def test_watch_a_walk_past_one_track_right_events(walk_video, tmp_path):
+    """The astronaut crosses the frame, masked for the first half: one person, two events (wear, then no mask)."""
+    from maskgate.models.runtime import default_model_path
+    from maskgate.predict import Predictor
+    from maskgate.watch.loop import WatchOptions, watch
+
+    events = tmp_path / "events.csv"
+    out = tmp_path / "annotated.mp4"
+    summary = watch(str(walk_video), Predictor(default_model_path("onnx"), workers=1),
+                    WatchOptions(realtime=False), str(out), str(events), progress=False)
+    assert summary["frames_read"] == 75 and summary["frames_classified"] == 75 and summary["frames_skipped"] == 0
+    rows = list(csv.DictReader(open(events)))
+    assert [r["mask"] for r in rows] == ["wear", "not_wear"]
+    assert {r["track"] for r in rows} == {"1"} and summary["people"] == 1
+    assert summary["people_by_worst_state"] == {"wear": 0, "incorrect": 0, "not_wear": 1}
+    first, second = rows
+    assert float(first["end_s"]) < 1.6 <= float(second["start_s"]) + 0.2  # the change is where the mask went
+    assert int(first["frames"]) + int(second["frames"]) == 75
+    assert all(float(r["mask_conf"]) > 0.6 and r["gender"] == "female" for r in rows)
+    for r in rows:
+        snap = cv2.imread(r["snapshot"])
+        assert snap is not None and min(snap.shape[:2]) > 80
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 75 and cap.read()[0]
+
+
+def test_watch_cli_realtime_reports_skips(walk_video, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "maskgate", "watch", "--source", str(walk_video),
+                        "--events", str(tmp_path / "ev.csv"), "--model",
+                        str(__import__("maskgate.models.runtime", fromlist=["x"]).default_model_path("onnx"))],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["frames_read"] == 75
+    assert summary["frames_classified"] + summary["frames_skipped"] == 75 and summary["frames_classified"] >= 10
+    assert summary["kept_real_time"] is True and summary["people"] == 1
+
+
+def test_watch_bad_sources_say_what_is_wrong(tmp_path):
+    from maskgate.cli import main
+
+    assert main(["watch", "--source", str(tmp_path / "missing.mp4")]) == 2
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_bytes(b"hello")
+    assert main(["watch", "--source", str(bad)]) == 2
