@@ -10,9 +10,11 @@ from maskgate.predict import Predictor, default_model_path
 
 
 def test_default_model_is_shipped_and_small():
-    p = default_model_path()
-    assert p.is_file(), "the package must ship its default model"
-    assert p.stat().st_size < 25 * 1024 * 1024
+    for kind in ("torch", "onnx"):  # the TorchScript bundle and its ONNX twin (what a CPU predicts with)
+        p = default_model_path(kind)
+        assert p.is_file(), "the package must ship its default model"
+        assert p.stat().st_size < 25 * 1024 * 1024
+    assert Predictor(device="cpu").models[0].kind == "onnx"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def _variant(**crop):
 
     from maskgate.models.classifier import MaskClassifier
 
-    m = MaskClassifier.load(default_model_path())
+    m = MaskClassifier.load(default_model_path("torch"))
     m.preprocess = dataclasses.replace(m.preprocess, crop=dataclasses.replace(m.preprocess.crop, **crop))
     return m
 

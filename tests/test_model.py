@@ -116,13 +116,13 @@ def test_init_from_a_graph_only_bundle_is_exact_and_keeps_batch_norms_frozen():
     from maskgate.models.transfer import init_from_model
     from maskgate.predict import default_model_path
 
-    shipped = MaskClassifier.load(default_model_path())
+    shipped = MaskClassifier.load(default_model_path("torch"))
     x = torch.randn(3, 3, 160, 160)
     with torch.no_grad():
         want = shipped.net(x)
     for k in (0, 4):
         net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=k)
-        init_from_model(net, default_model_path())
+        init_from_model(net, default_model_path("torch"))
         with torch.no_grad():
             got = net.eval()(x)
         for key in ("mask", "gender", "age", "age_years"):
@@ -132,4 +132,4 @@ def test_init_from_a_graph_only_bundle_is_exact_and_keeps_batch_norms_frozen():
         assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
         assert net.tail.heads.training  # everything else trains as usual
     with pytest.raises(ValueError, match="not the same backbone"):
-        init_from_model(MaskgateNet("tf_efficientnet_lite1", "none"), default_model_path())
+        init_from_model(MaskgateNet("tf_efficientnet_lite1", "none"), default_model_path("torch"))

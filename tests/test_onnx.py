@@ -93,13 +93,14 @@ SLIM = textwrap.dedent("""
     from pathlib import Path
     import cv2, numpy as np
     from maskgate.cli import main
-    from maskgate.models.runtime import default_model_path, torch_available
-    assert not torch_available() and default_model_path().suffix == ".onnx"
+    from maskgate.models.runtime import default_model_for, torch_available
+    assert not torch_available() and default_model_for("auto").suffix == ".onnx"
     out = Path(sys.argv[1])
     photo = cv2.imread(sys.argv[2])
     # predict, with the default model (its ONNX twin, chosen because there is no PyTorch)
     assert main(["predict", "--out", str(out / "p.csv"), sys.argv[2]]) == 0
     # a PyTorch bundle is refused with a clear message, not a traceback
+    from maskgate.models.runtime import default_model_path
     assert main(["predict", "--model", str(default_model_path("torch")), "--out", str(out / "x.csv"), sys.argv[2]]) == 2
     # serve
     from fastapi.testclient import TestClient

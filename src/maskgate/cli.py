@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="more image files or folders")
     pr.add_argument("--out", required=True, help="csv to write (ImageID,ans for the eval layout)")
     pr.add_argument("--model", action="append",
-                    help="run folder or .pt bundle (default: the model shipped with maskgate); give it more than "
+                    help="run folder, .pt or .onnx bundle (default: the model shipped with maskgate); give it more than "
                          "once for a soft-vote ensemble (the models must use the same face detector settings)")
     pr.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the images here")
     faces = pr.add_mutually_exclusive_group()
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
-    sv.add_argument("--threads", type=int, default=1, help="predictions run side by side in each process")
+    sv.add_argument("--threads", type=int, default=2, help="predictions run side by side in each process")
     sv.add_argument("--max-queue", type=int, default=32, help="predictions that may wait; beyond: 503 + Retry-After")
     sv.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload (bytes)")
     sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest photo (width x height)")
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the shipped model on sample photos it makes; annotated images + csv")
     d.add_argument("--out", default="demo_out")
-    d.add_argument("--model", help="run folder or .pt bundle (default: the shipped model)")
+    d.add_argument("--model", help="run folder, .pt or .onnx bundle (default: the shipped model)")
     d.set_defaults(fn=_demo)
     return p
 

@@ -19,7 +19,7 @@ import numpy as np
 from .data.images import ImageError, read_image
 from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
-from .models.runtime import Runtime, default_model_path, load_runtime
+from .models.runtime import Runtime, default_model_for, default_model_path, load_runtime
 
 __all__ = ["FaceResult", "Predictor", "annotate", "default_model_path"]
 
@@ -74,7 +74,7 @@ class Predictor:
         """
         where = (det_size, weak_score, det_retry, subject_centre)
         CropSettings().with_detection(*where)  # bad values fail before the model loads
-        members = [default_model_path()] if model is None else (
+        members = [default_model_for(device)] if model is None else (
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:
             raise ValueError("no model given")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,6 +139,8 @@ class RetinaFaceDetector(_Base):
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
+        # no busy-waiting between runs: the decode / detect / classify threads share the cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MASKGATE_ORT_SPIN", "0"))
         so.log_severity_level = 3
         self.mean = np.asarray(MEAN, dtype=np.float32)  # BGR mean the network was trained with
         self.session = ort.InferenceSession(WEIGHTS, so, providers=["CPUExecutionProvider"])
