@@ -136,7 +136,8 @@ def test_cli_errors_are_clear(tiny_run, tiny_data, tmp_path):
 
 
 def test_killed_run_resumes(tiny_data, tmp_path, monkeypatch):
-    """Kill the run right after epoch 1 is checkpointed; --resume finishes epochs 2..3 only."""
+    """Kill the run right after epoch 1 is checkpointed; --resume finishes epochs 2..3 only, and ends with the
+    metrics of a run never killed (the random-generator states, shuffle order included, are in last.pt)."""
     from maskgate.config import load_config
     from maskgate.train import recipe
 
@@ -159,6 +160,11 @@ def test_killed_run_resumes(tiny_data, tmp_path, monkeypatch):
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
     assert "resumed after epoch 1/3" in (run / "train.log").read_text()
     assert summary["val"]["n"] > 0
+    whole = tmp_path / "whole"
+    recipe.run_training(train, whole, cfg)
+    a, b = pd.read_csv(run / "metrics.csv"), pd.read_csv(whole / "metrics.csv")
+    cols = [c for c in a.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=False, rtol=1e-5)
 
 
 def test_training_with_an_extra_source_of_unmasked_faces(tiny_data, tmp_path, astronaut):

@@ -101,10 +101,11 @@ def test_training_with_an_extra_source_reaches_the_floor_on_other_people(tmp_pat
          "--per-person", "3")
     res = _score(tmp_path / "run", fw_eval, tmp_path, "world")
     print("maskproxy 300 + faces-world 600 people, on faces-world eval (drawn masks):", res)
-    # measured 0.993 / 0.932 / 0.621; the maskproxy-only model shipped before scores gender 0.870 on such photos
+    # measured 0.993 / 0.932 / 0.621 at 5 epochs (passes at 3); the maskproxy-only model shipped before scores
+    # gender 0.870 on such photos
     assert res["mask_acc"] > 0.97, res  # masks drawn in new looks, on people it never saw
     assert res["gender_acc"] > 0.89, res
     assert res["age_acc"] > 0.57, res
     mp = _score(tmp_path / "run", _eval_subset(tmp_path, 700), tmp_path, "mp")
     print("the same model on maskproxy eval part:", mp)
-    assert mp["mask_acc"] > 0.98 and mp["macro_f1"] > 0.50, mp  # measured 0.998 / 0.577
+    assert mp["mask_acc"] > 0.98 and mp["macro_f1"] > 0.50, mp  # measured 0.998 / 0.577 at 5 epochs

@@ -113,6 +113,10 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
         sched.load_state_dict(resume["scheduler"])
         start, best, history = resume["epoch"] + 1, resume["best_f1"], resume["history"]
         torch.set_rng_state(resume["rng"])
+        if "loader_rng" in resume:  # the shuffle order of the epochs still to come (saved since issue 11)
+            g.set_state(resume["loader_rng"])
+        if device.type == "cuda" and "cuda_rng" in resume:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
         log(f"resumed after epoch {resume['epoch'] + 1}/{cfg.epochs} (best macro F1 so far {best:.4f})")
     state = resume or {}
     for epoch in range(start, cfg.epochs):
@@ -152,7 +156,10 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             best = max(best, val["macro_f1"])
             history.append(metrics)
             state = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch, "best_f1": best, "history": history, "rng": torch.get_rng_state()}
+                     "epoch": epoch, "best_f1": best, "history": history, "rng": torch.get_rng_state(),
+                     "loader_rng": g.get_state()}
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
             save(state, metrics, is_best)
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}  val macro F1 "
                 f"{val['macro_f1']:.4f}  mask {val['mask_acc']:.3f} gender {val['gender_acc']:.3f} "
