@@ -194,3 +194,14 @@ def test_training_with_an_extra_source_of_unmasked_faces(tiny_data, tmp_path, as
 
     info = MaskClassifier.load(run / "best.pt").info
     assert [x["people"] for x in info["sources"]] == [16, 12]  # the model says what it learnt from
+
+
+def test_training_with_other_losses_and_class_balance(tiny_data, tmp_path):
+    """The issue-11 losses train end to end from the config: LDAM + soft-F1, class-weighted heads."""
+    train, _ = tiny_data
+    run = tmp_path / "l"
+    cli("train", "--data-dir", train, "--out", run, *TINY_OVERRIDES, "train.epochs=1", "train.loss=ldam+soft_f1",
+        "train.class_balance={mask: inverse, gender: sqrt}")
+    m = pd.read_csv(run / "metrics.csv")
+    assert len(m) == 1 and m["train_loss"].notna().all() and m["train_loss"].iloc[0] > 0
+    assert "loss: ldam+soft_f1" in (run / "config.yaml").read_text()

@@ -6,7 +6,7 @@ from maskgate.labels import encode
 from maskgate.models.classifier import MaskClassifier, MaskgateNet, Preprocess
 from maskgate.models.heads import MultiHead, combine18
 from maskgate.train.calibrate import tune_age_bias
-from maskgate.train.losses import MultiTaskLoss, create_loss, soft_age_targets
+from maskgate.train.losses import MultiTaskLoss, create_loss, smooth_one_hot, soft_age_targets
 from maskgate.config import default_config
 
 
@@ -133,3 +133,64 @@ def test_init_from_a_graph_only_bundle_is_exact_and_keeps_batch_norms_frozen():
         assert net.tail.heads.training  # everything else trains as usual
     with pytest.raises(ValueError, match="not the same backbone"):
         init_from_model(MaskgateNet("tf_efficientnet_lite1", "none"), default_model_path("torch"))
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "soft_f1", "ldam", "ce+soft_f1"])
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_every_loss_is_sized_by_its_head(name, n_classes):
+    """Any head size: per-sample values, finite, with gradients (no hard-coded 3)."""
+    counts = np.arange(1, n_classes + 1) * 10
+    fn = create_loss(name, counts=counts)
+    logits = torch.randn(7, n_classes, requires_grad=True)
+    tgt = torch.nn.functional.one_hot(torch.arange(7) % n_classes, n_classes).float()
+    val = fn(logits, tgt)
+    assert val.shape == (7,) and torch.isfinite(val).all()
+    val.mean().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_soft_f1_is_one_minus_macro_f1_on_confident_predictions():
+    from sklearn.metrics import f1_score
+
+    y_true = np.array([0, 0, 1, 1, 1, 2, 2, 0])
+    y_pred = np.array([0, 1, 1, 1, 2, 2, 0, 0])
+    logits = torch.nn.functional.one_hot(torch.tensor(y_pred), 3).float() * 50  # softmax = one-hot
+    tgt = torch.nn.functional.one_hot(torch.tensor(y_true), 3).float()
+    loss = create_loss("soft_f1")(logits, tgt)
+    assert torch.allclose(loss, torch.full((8,), 1 - f1_score(y_true, y_pred, average="macro")), atol=1e-5)
+    assert create_loss("ce+soft_f1")(logits, tgt)[0] == pytest.approx(
+        float(create_loss("ce")(logits, tgt)[0] + loss[0]), abs=1e-5)
+
+
+def test_ldam_margins_follow_class_counts():
+    counts = np.array([1000, 100, 10])
+    fn, ce = create_loss("ldam", counts=counts, max_margin=0.5), create_loss("ce")
+    logits = torch.zeros(3, 3)
+    tgt = torch.eye(3)
+    extra = (fn(logits, tgt) - ce(logits, tgt)).numpy()  # what each class's margin adds to its loss
+    assert extra[0] < extra[1] < extra[2]  # the rarest class needs the widest lead
+    even = create_loss("ldam", counts=np.array([50, 50, 50]))(logits, tgt)
+    assert torch.allclose(even, even[0].expand(3))
+    with pytest.raises(ValueError, match="needs the head's training class counts"):
+        create_loss("ldam")
+
+
+def test_class_balance_weights_each_class_equally():
+    cfg = {**default_config()["train"], "class_balance": {"mask": "inverse", "gender": "none"}, "age_regression": 0}
+    counts = {"mask": np.array([30, 10, 10]), "gender": np.array([25, 25]), "age": np.array([50, 0, 0])}
+    loss = MultiTaskLoss(cfg, counts)
+    out = {"mask": torch.tensor([[2.0, 0, 0], [2.0, 0, 0], [2.0, 0, 0], [0, 0.5, 0], [0, 0, 0.1]]),
+           "gender": torch.zeros(5, 2), "age": torch.zeros(5, 3), "age_years": torch.full((5,), 25.0)}
+    batch = {"mask": torch.tensor([0, 0, 0, 1, 2]), "gender": torch.zeros(5, dtype=torch.long),
+             "age_band": torch.zeros(5, dtype=torch.long), "age": torch.full((5,), 25.0)}
+    _, parts = loss(out, batch)
+    per = create_loss("ce")(out["mask"], smooth_one_hot(batch["mask"], 3, cfg["label_smoothing"]))
+    by_class = [per[:3].mean(), per[3], per[4]]  # inverse weights: every class counts the same
+    assert parts["mask"] == pytest.approx(float(sum(by_class) / 3), abs=1e-5)
+
+
+def test_class_balance_is_validated():
+    from maskgate.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="class_balance"):
+        load_config(overrides=["train.class_balance={mask: lots}"])

@@ -97,6 +97,9 @@ def validate(cfg: dict) -> None:
         (isinstance(t["tune_age_bias"], bool), "train.tune_age_bias must be true or false"),
         (isinstance(m["input_size"], int) and m["input_size"] >= 32, "model.input_size must be an integer >= 32"),
         (t["age_balance"] in ("none", "sqrt", "inverse"), "train.age_balance must be none, sqrt or inverse"),
+        (isinstance(t["class_balance"], dict) and set(t["class_balance"]) <= {"mask", "gender"}
+         and all(v in ("none", "sqrt", "inverse") for v in t["class_balance"].values()),
+         "train.class_balance must map mask / gender to none, sqrt or inverse"),
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
     ]

@@ -1,4 +1,9 @@
-"""Loss registry and the multi-task loss (mask, gender, age band on soft targets + age regression)."""
+"""Loss registry and the multi-task loss (mask, gender, age band on soft targets + age regression).
+
+Every loss is made per head from that head's class count and its training class counts (never a fixed 3):
+`fn(logits B x C, target probabilities B x C) -> (B,)`. A batch-level loss (soft-F1) gives its one value
+to every sample. `train.loss` names one, or several joined by "+" (summed), e.g. `ce+soft_f1`.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -16,8 +21,11 @@ register_loss = LOSSES.register
 
 
 def create_loss(name: str, **kwargs) -> Callable:
-    """A per-sample loss fn(logits, target_probs) -> (B,) tensor."""
-    return LOSSES.create(name, **kwargs)
+    """A per-sample loss fn(logits, target_probs) -> (B,) tensor; "a+b" sums registered losses."""
+    parts = [LOSSES.create(n.strip(), **kwargs) for n in name.split("+")]
+    if len(parts) == 1:
+        return parts[0]
+    return lambda logits, target: sum(f(logits, target) for f in parts)
 
 
 @register_loss("ce")
@@ -32,6 +40,38 @@ def focal(gamma: float = 2.0, **_):
     def fn(logits, target):
         logp = F.log_softmax(logits.float(), 1)
         return -(target * (1 - logp.exp()) ** gamma * logp).sum(1)
+    return fn
+
+
+@register_loss("soft_f1")
+def soft_f1(eps: float = 1e-6, **_):
+    """1 - macro F1 over the head's classes, with probabilities for counts (differentiable): what the
+    competition scores, on each batch. Batch-level: every sample carries the batch's value."""
+    def fn(logits, target):
+        p = F.softmax(logits.float(), 1)
+        tp = (p * target).sum(0)
+        fp = (p * (1 - target)).sum(0)
+        fn_ = ((1 - p) * target).sum(0)
+        present = target.sum(0) > 0  # classes absent from the batch (no target mass) do not count
+        f1 = 2 * tp / (2 * tp + fp + fn_ + eps)
+        loss = 1 - (f1[present].mean() if present.any() else f1.mean())
+        return loss.expand(len(logits))
+    return fn
+
+
+@register_loss("ldam")
+def ldam(counts=None, max_margin: float = 0.5, scale: float = 1.0, **_):
+    """Label-distribution-aware margins (Cao et al. 2019): the true class's logit is lowered by a margin
+    proportional to n_c^(-1/4), largest (`max_margin`) for the rarest class, so rare classes need a wider
+    lead. Soft targets lower each class's logit by its target mass times its margin."""
+    if counts is None:
+        raise ValueError("loss 'ldam' needs the head's training class counts")
+    m = np.maximum(np.asarray(counts, np.float64), 1) ** -0.25
+    margins = torch.tensor(m / m.max() * max_margin, dtype=torch.float32)
+
+    def fn(logits, target):
+        z = (logits.float() - target * margins.to(logits.device)[None, :]) * scale
+        return -(target * F.log_softmax(z, 1)).sum(1)
     return fn
 
 
@@ -64,24 +104,35 @@ def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor:
 
 
 class MultiTaskLoss(nn.Module):
-    def __init__(self, train_cfg: dict, age_band_counts: np.ndarray):
+    """counts: training class counts per head ({"mask": (3,), "gender": (2,), "age": (3,)}); a bare array is
+    the age bands' (the mask and gender heads then count as balanced)."""
+
+    def __init__(self, train_cfg: dict, counts: dict | np.ndarray):
         super().__init__()
         t = train_cfg
-        self.fn = create_loss(t["loss"], gamma=t.get("focal_gamma", 2.0))
+        if not isinstance(counts, dict):
+            counts = {"age": np.asarray(counts)}
+        counts = {task: np.asarray(counts.get(task, np.ones(n)), np.float64) for task, n in TASK_SIZES.items()}
+        self.fns = {task: create_loss(t["loss"], gamma=t.get("focal_gamma", 2.0), counts=counts[task],
+                                      max_margin=t.get("ldam_margin", 0.5)) for task in TASK_SIZES}
         self.eps = float(t["label_smoothing"])
         self.sigma = float(t["age_sigma"])
         self.task_w = {k: float(v) for k, v in t["task_weights"].items()}
         self.reg_w = float(t["age_regression"])
-        self.register_buffer("age_w", class_weights(age_band_counts, t["age_balance"]))
+        self.register_buffer("age_w", class_weights(counts["age"], t["age_balance"]))
+        balance = t.get("class_balance") or {}
+        for task in ("mask", "gender"):  # class-weighted loss for the other heads (none = plain)
+            self.register_buffer(f"{task}_w", class_weights(counts[task], balance.get(task, "none")))
 
     def forward(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         parts = {}
         for task in ("mask", "gender"):
             tgt = smooth_one_hot(batch[task], TASK_SIZES[task], self.eps)
-            parts[task] = self.fn(out[task], tgt).mean()
+            w = getattr(self, f"{task}_w").to(tgt.device)[batch[task].long()]
+            parts[task] = (self.fns[task](out[task], tgt) * w).sum() / w.sum()
         age_t = soft_age_targets(batch["age"], self.sigma, self.eps)
         w = self.age_w.to(age_t.device)[batch["age_band"].long()]
-        parts["age"] = (self.fn(out["age"], age_t) * w).sum() / w.sum()
+        parts["age"] = (self.fns["age"](out["age"], age_t) * w).sum() / w.sum()
         total = sum(self.task_w[k] * v for k, v in parts.items())
         if self.reg_w > 0:
             parts["age_reg"] = F.smooth_l1_loss(out["age_years"].float() / 10, batch["age"].float() / 10)

@@ -241,7 +241,9 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         val_ds = ImageDataset(images.subset(va_idx), sub(va_idx), pre, None, seed)
         module = net
     del crops, alphas, images
-    loss_fn = MultiTaskLoss(t, np.bincount(targets["age_band"][tr_idx], minlength=3)).to(device)
+    counts = {task: np.bincount(targets[key][tr_idx], minlength=n)
+              for task, key, n in (("mask", "mask", 3), ("gender", "gender", 2), ("age", "age_band", 3))}
+    loss_fn = MultiTaskLoss(t, counts).to(device)
     arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
 
     def bundle(age_bias=None, info=None) -> MaskClassifier:
