@@ -205,3 +205,16 @@ def test_training_with_other_losses_and_class_balance(tiny_data, tmp_path):
     m = pd.read_csv(run / "metrics.csv")
     assert len(m) == 1 and m["train_loss"].notna().all() and m["train_loss"].iloc[0] > 0
     assert "loss: ldam+soft_f1" in (run / "config.yaml").read_text()
+
+
+def test_training_with_age_rules_and_the_balanced_sampler(tiny_data, tmp_path):
+    """drop_ages, old_age_from and the balanced sampler change training only: the validation rows stay."""
+    train, _ = tiny_data
+    plain, ruled = tmp_path / "p", tmp_path / "r"
+    cli("train", "--data-dir", train, "--out", plain, *TINY_OVERRIDES, "train.epochs=1")
+    cli("train", "--data-dir", train, "--out", ruled, *TINY_OVERRIDES, "train.epochs=1",
+        "train.drop_ages=[[20, 35]]", "train.old_age_from=55", "train.sampler=balanced", "train.balance_by=age_band")
+    log = (ruled / "train.log").read_text()
+    assert "train.drop_ages [[20, 35]]:" in log and "sampler balanced by age_band" in log
+    a, b = json.loads((plain / "summary.json").read_text()), json.loads((ruled / "summary.json").read_text())
+    assert a["val"]["n"] == b["val"]["n"] > 0

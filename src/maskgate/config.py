@@ -100,6 +100,16 @@ def validate(cfg: dict) -> None:
         (isinstance(t["class_balance"], dict) and set(t["class_balance"]) <= {"mask", "gender"}
          and all(v in ("none", "sqrt", "inverse") for v in t["class_balance"].values()),
          "train.class_balance must map mask / gender to none, sqrt or inverse"),
+        (isinstance(t["drop_ages"], list) and all(isinstance(r, list) and len(r) == 2 and r[0] <= r[1]
+                                                  for r in t["drop_ages"]),
+         "train.drop_ages must be a list of [low, high] age ranges, e.g. [[57, 59]]"),
+        (isinstance(t["old_age_from"], int) and 30 < t["old_age_from"] <= 60,
+         "train.old_age_from must be a whole age in 31..60"),
+        (t["sampler"] in (None, "balanced"), "train.sampler must be null or balanced"),
+        (t["balance_by"] in ("class18", "age_band", "mask", "gender"),
+         "train.balance_by must be class18, age_band, mask or gender"),
+        (float(t["balance_power"]) >= 0 and float(t["oversample_old"]) > 0,
+         "train.balance_power must be >= 0 and train.oversample_old > 0"),
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
     ]

@@ -32,6 +32,7 @@ from ..models.transfer import init_from_model
 from .calibrate import tune_age_bias
 from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
 from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
+from .age_rules import kept_by_age, shift_old_age
 from .losses import MultiTaskLoss
 from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
@@ -215,6 +216,11 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     loop_seed = seed if t.get("seed") is None else int(t["seed"])  # batch order, dropout, views drawn
     targets = targets_from(samples)
     tr_idx, va_idx = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+    if t.get("drop_ages"):  # boundary ages left out of training (train/age_rules.py); validation keeps them
+        keep = kept_by_age(targets["age"][tr_idx], t["drop_ages"])
+        log(f"train.drop_ages {t['drop_ages']}: {int((~keep).sum())} of {len(tr_idx)} training rows left out")
+        tr_idx = tr_idx[keep]
+    train_targets = shift_old_age({k: v[tr_idx] for k, v in targets.items()}, int(t.get("old_age_from", 60)))
     sub = lambda idx: {k: v[idx] for k, v in targets.items()}  # noqa: E731
     if t["cache_features"] and net.trunk is not None:
         parts = {"backbone": m["backbone"], "weights": m["weights"], "k": net.freeze_blocks, "pre": repr(pre),
@@ -231,17 +237,17 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                                      mask_alphas=alphas)
         if is_main():
             _barrier()
-        train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), sub(tr_idx), train=True, seed=loop_seed)
+        train_ds = FeatureDataset(np.ascontiguousarray(feats[tr_idx]), train_targets, train=True, seed=loop_seed)
         val_ds = FeatureDataset(np.ascontiguousarray(feats[va_idx, :1]), sub(va_idx), train=False)
         module = net.tail
         log(f"cached frozen-trunk outputs {tuple(feats.shape)} at {fpath}")
     else:
-        train_ds = ImageDataset(images.subset(tr_idx), sub(tr_idx), pre, cfg["augment"], seed,
+        train_ds = ImageDataset(images.subset(tr_idx), train_targets, pre, cfg["augment"], seed,
                                 None if alphas is None else alphas[tr_idx])
         val_ds = ImageDataset(images.subset(va_idx), sub(va_idx), pre, None, seed)
         module = net
     del crops, alphas, images
-    counts = {task: np.bincount(targets[key][tr_idx], minlength=n)
+    counts = {task: np.bincount(train_targets[key], minlength=n)
               for task, key, n in (("mask", "mask", 3), ("gender", "gender", 2), ("age", "age_band", 3))}
     loss_fn = MultiTaskLoss(t, counts).to(device)
     arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
@@ -264,6 +270,16 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                           amp=bool(t["amp"]), seed=loop_seed,
                           workers=0 if t["cache_features"] else int(cfg["workers"]))
     sampler, val_parts = None, None
+    if t.get("sampler") and specs:
+        raise ValueError(f"train.sampler={t['sampler']} cannot be combined with extra sources yet (their own "
+                         "`sources` sampler makes every batch); leave one of them out")
+    if t.get("sampler"):
+        by = train_targets[t["balance_by"]] if t["balance_by"] != "class18" else encode(
+            train_targets["mask"], train_targets["gender"], train_targets["age_band"])
+        sampler = create_sampler(t["sampler"], classes=by, power=float(t["balance_power"]),
+                                 age_band=train_targets["age_band"], oversample_old=float(t["oversample_old"]),
+                                 seed=loop_cfg.seed)
+        log(f"sampler {t['sampler']} by {t['balance_by']} (power {t['balance_power']}, >=60 x{t['oversample_old']})")
     if specs:  # batches made of the sources' shares; each source also scored on its own in validation
         src = samples["source"].to_numpy()
         shares = source_shares([int((src[tr_idx] == k).sum()) for k in range(len(sources))],

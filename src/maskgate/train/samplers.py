@@ -4,6 +4,9 @@ Without a sampler (one data source) the loader shuffles: every row once per epoc
 - `sources`: every batch is made of fixed shares of each data source (`data.extra[].share`), or
   shares by size x weight (`data.extra[].weight`) where none is fixed; each source is visited in its
   own shuffled cycle, so a small source repeats rather than being drawn at random with replacement.
+- `balanced`: rows drawn with replacement, each with weight (size of its class)^-power, times
+  `oversample_old` for the >= 60 band (`train.sampler: balanced`, `train.balance_by`: class18, age_band,
+  mask or gender); power 1 visits every class equally often, 0 as in the data.
 """
 from __future__ import annotations
 
@@ -97,3 +100,28 @@ class SourceMixSampler(Sampler, _Epoch):
             if b % self.world == self.rank:
                 out.extend(int(i) for i in batch)
         return iter(out)
+
+
+@register_sampler("balanced")
+class BalancedSampler(Sampler, _Epoch):
+    """Weighted random sampling by class (an epoch draws as many rows as there are, with replacement)."""
+
+    def __init__(self, classes: np.ndarray, power: float = 0.5, age_band: np.ndarray | None = None,
+                 oversample_old: float = 1.0, seed: int = 0):
+        classes = np.asarray(classes)
+        if not len(classes):
+            raise ValueError("balanced sampler: no rows")
+        _, inv, counts = np.unique(classes, return_inverse=True, return_counts=True)
+        w = counts[inv].astype(np.float64) ** -float(power)
+        if age_band is not None and oversample_old != 1.0:
+            w = w * np.where(np.asarray(age_band) == 2, float(oversample_old), 1.0)
+        self.p = w / w.sum()
+        self.n, self.seed = len(classes), int(seed)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng((self.seed, self.epoch, 13))
+        draw = rng.choice(self.n, size=self.n, replace=True, p=self.p)
+        return iter(int(i) for i in draw[self.rank::self.world])
