@@ -218,3 +218,12 @@ def test_training_with_age_rules_and_the_balanced_sampler(tiny_data, tmp_path):
     assert "train.drop_ages [[20, 35]]:" in log and "sampler balanced by age_band" in log
     a, b = json.loads((plain / "summary.json").read_text()), json.loads((ruled / "summary.json").read_text())
     assert a["val"]["n"] == b["val"]["n"] > 0
+
+
+def test_training_with_batch_mixing_on_cached_features(tiny_data, tmp_path):
+    train, _ = tiny_data
+    run = tmp_path / "m"
+    cli("train", "--data-dir", train, "--out", run, *TINY_OVERRIDES, "train.epochs=1", "train.mix=cutmix_half",
+        "train.mix_prob=0.8", "train.erase=0.3")
+    assert "batch mixing: cutmix_half (p 0.8), erase 0.3, on cached trunk features" in (run / "train.log").read_text()
+    assert pd.read_csv(run / "metrics.csv")["train_loss"].notna().all()

@@ -106,6 +106,12 @@ def validate(cfg: dict) -> None:
         (isinstance(t["old_age_from"], int) and 30 < t["old_age_from"] <= 60,
          "train.old_age_from must be a whole age in 31..60"),
         (t["sampler"] in (None, "balanced"), "train.sampler must be null or balanced"),
+        (t["mix"] in (None, "cutmix_half", "mixup"), "train.mix must be null, cutmix_half or mixup"),
+        (0 <= float(t["mix_prob"]) <= 1 and 0 <= float(t["erase"]) <= 1,
+         "train.mix_prob and train.erase must be probabilities (0..1)"),
+        (t["mix_age_bands"] is None or (isinstance(t["mix_age_bands"], list)
+                                        and set(t["mix_age_bands"]) <= {0, 1, 2}),
+         "train.mix_age_bands must be null or a list of age bands 0, 1, 2"),
         (t["balance_by"] in ("class18", "age_band", "mask", "gender"),
          "train.balance_by must be class18, age_band, mask or gender"),
         (float(t["balance_power"]) >= 0 and float(t["oversample_old"]) > 0,

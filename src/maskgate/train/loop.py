@@ -75,7 +75,8 @@ def logits_scores(lg: dict[str, np.ndarray], age_bias=None) -> dict:
 def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Dataset, cfg: LoopConfig,
         device: torch.device, save: Callable[[dict, dict, bool], None], resume: dict | None = None,
         log: Callable[[str], None] = print, sampler: Sampler | None = None,
-        val_parts: dict[str, np.ndarray] | None = None) -> dict:
+        val_parts: dict[str, np.ndarray] | None = None,
+        batch_transform: Callable | None = None) -> dict:
     """Train `module` (its trainable parameters) and return the final training state.
 
     sampler: the order of training rows (train/samplers.py; None: shuffled). It needs `set_epoch`, and
@@ -99,6 +100,7 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     elif distributed:
         sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
+    g_mix = torch.Generator().manual_seed(cfg.seed + 1)  # batch-mixing draws
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size, generator=g,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
@@ -115,6 +117,8 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
         torch.set_rng_state(resume["rng"])
         if "loader_rng" in resume:  # the shuffle order of the epochs still to come (saved since issue 11)
             g.set_state(resume["loader_rng"])
+        if "mix_rng" in resume:
+            g_mix.set_state(resume["mix_rng"])
         if device.type == "cuda" and "cuda_rng" in resume:
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
         log(f"resumed after epoch {resume['epoch'] + 1}/{cfg.epochs} (best macro F1 so far {best:.4f})")
@@ -131,9 +135,14 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
                    disable=False if is_main() else True, leave=False)
         for batch in bar:
             b = _to(batch, device)
+            partner, lam = None, 1.0
+            if batch_transform is not None:
+                b, partner, lam = batch_transform(b, g_mix)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
                 out = model(b["x"])
             loss, parts = loss_fn(out, b)
+            if partner is not None:  # mixed rows: their partners' labels by weight
+                loss = lam * loss + (1 - lam) * loss_fn(out, partner)[0]
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"epoch {epoch + 1}: loss is {loss.item()} (lower train.lr?)")
             opt.zero_grad(set_to_none=True)
@@ -157,7 +166,7 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             history.append(metrics)
             state = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best_f1": best, "history": history, "rng": torch.get_rng_state(),
-                     "loader_rng": g.get_state()}
+                     "loader_rng": g.get_state(), "mix_rng": g_mix.get_state()}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             save(state, metrics, is_best)

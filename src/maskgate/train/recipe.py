@@ -34,6 +34,7 @@ from .features import FeatureDataset, ImageDataset, cache_trunk_features, featur
 from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .age_rules import kept_by_age, shift_old_age
 from .losses import MultiTaskLoss
+from .mixing import make_batch_transform
 from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
 from .samplers import create_sampler, source_shares
@@ -290,7 +291,11 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         sampler = create_sampler("sources", source_of_row=src[tr_idx], shares=shares,
                                  batch_size=int(t["batch_size"]), seed=loop_cfg.seed)
         val_parts = {s_["name"]: np.nonzero(src[va_idx] == k)[0] for k, s_ in enumerate(sources)}
-    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log, sampler, val_parts)
+    mixing = make_batch_transform(t)
+    if mixing is not None:
+        on = "cached trunk features (feature-map halves)" if t["cache_features"] and net.trunk is not None else "images"
+        log(f"batch mixing: {t.get('mix') or 'none'} (p {t.get('mix_prob')}), erase {t.get('erase', 0)}, on {on}")
+    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log, sampler, val_parts, mixing)
 
     summary = {}
     if is_main():
