@@ -26,6 +26,16 @@ def _train(a) -> int:
     return 0
 
 
+def _kfold(a) -> int:
+    from .config import load_config
+    from .train.kfold import run_kfold
+
+    res = run_kfold(a.data_dir, a.out, load_config(a.config, a.overrides), a.folds, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"out": str(a.out), "mean_macro_f1": round(res["mean_macro_f1"], 4),
+                      "std_macro_f1": round(res["std_macro_f1"], 4), "oof_macro_f1": round(res["oof"]["macro_f1"], 4)}))
+    return 0
+
+
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -56,7 +66,7 @@ def _predict(a) -> int:
         paths = gather_inputs(inputs)
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
-    pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta,
+    pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta, vote=a.vote,
                      det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry,
                      subject_centre=a.subject_centre)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
@@ -214,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=3 model.input_size=192")
     t.set_defaults(fn=_train)
 
+    kf = sub.add_parser("kfold", help="train every person-level fold; out-of-fold predictions, mean +- std F1")
+    kf.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
+    kf.add_argument("--out", required=True, help="folder for fold0..fold{K-1}, oof.csv, kfold.json (rerun: resumes)")
+    kf.add_argument("--folds", type=int, default=5)
+    kf.add_argument("--config", help="YAML or packaged config name, as train's")
+    kf.add_argument("overrides", nargs="*", metavar="key=value", help="as train's")
+    kf.set_defaults(fn=_kfold)
+
     pr = sub.add_parser("predict", help="classify the eval/ layout, image files or folders")
     pr.add_argument("--data-dir", help="eval/ folder (info.csv + images/) or a plain folder of images")
     pr.add_argument("inputs", nargs="*", help="more image files or folders")
@@ -228,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--main-face", dest="all_faces", action="store_false",
                        help="only the largest face (default for the eval layout)")
     pr.add_argument("--tta", action="store_true", help="also classify the mirror image and average (2x slower)")
+    pr.add_argument("--vote", choices=("soft", "hard"), default="soft",
+                    help="several --model: soft (average of distributions) or hard (majority class) vote")
     pr.add_argument("--det-size", type=int, metavar="PX",
                     help="detect faces on a copy this large (longer side; default: the model's, 256). "
                          "Larger finds small faces in big photos or camera frames, more slowly; crops are unchanged")

@@ -54,7 +54,7 @@ class Predictor:
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
                  batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
                  weak_score: float | None = None, det_retry: int | None = None,
-                 subject_centre: float | None = None):
+                 subject_centre: float | None = None, vote: str = "soft"):
         """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
 
         det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
@@ -69,9 +69,15 @@ class Predictor:
         first and the one answer in the eval layout (faces/crop.py `subject_order`; default: the model's
         own `face.subject_centre`); 0 = simply the largest face.
 
+        vote: how an ensemble decides: "soft" (normalised geometric mean of the members' distributions) or
+        "hard" (the class most members pick; ties go to the higher soft-vote probability).
+
         An ensemble detects faces once, so its members must share the detection settings; each member
         gets the face cut with its own alignment settings and input size.
         """
+        if vote not in ("soft", "hard"):
+            raise ValueError(f"vote={vote!r}: soft or hard")
+        self.vote = vote
         where = (det_size, weak_score, det_retry, subject_centre)
         CropSettings().with_detection(*where)  # bad values fail before the model loads
         members = [default_model_for(device)] if model is None else (
@@ -111,9 +117,17 @@ class Predictor:
         if len(self.models) == 1:
             p = self._probs(self.model, crops)
         else:  # soft vote: normalised geometric mean of the members' distributions
-            logp = np.mean([np.log(np.clip(self._probs(m, crops), 1e-8, None)) for m in self.models], axis=0)
+            each = [self._probs(m, crops) for m in self.models]
+            logp = np.mean([np.log(np.clip(q, 1e-8, None)) for q in each], axis=0)
             p = np.exp(logp - logp.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
+            if self.vote == "hard":  # most votes; the soft vote's probability breaks ties
+                votes = np.zeros_like(p)
+                for q in each:
+                    votes[np.arange(len(q)), q.argmax(1)] += 1
+                cls = (votes + p * 0.5).argmax(1)  # p < 1: never outweighs a whole vote
+                return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box)
+                        for k, pi, c in zip(cls, p, crops)]
         cls = p.argmax(1)
         return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box) for k, pi, c in zip(cls, p, crops)]
 

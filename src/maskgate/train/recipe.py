@@ -27,6 +27,7 @@ from ..data.splits import kfold_people, split_people
 from ..faces.cache import CropCache, default_cache_root
 from ..faces.crop import CropSettings
 from ..labels import Mask, encode
+from ..models.heads import combine18
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
 from ..models.transfer import init_from_model
 from .calibrate import tune_age_bias
@@ -105,6 +106,21 @@ def plot_history(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_val_predictions(path: Path, rows: pd.DataFrame, lg: dict, bias: np.ndarray) -> None:
+    """Each validation row's truth and prediction with its 18 probabilities (k-fold: out-of-fold
+    predictions; label-noise reports read them)."""
+    log18 = combine18({k: torch.from_numpy(lg[k]) for k in ("mask", "gender", "age")},
+                      torch.as_tensor(bias, dtype=torch.float32))
+    p = log18.exp().numpy()
+    table = pd.DataFrame({"path": rows["path"].to_numpy(), "person": rows["person"].astype(str).to_numpy(),
+                          "true": encode(lg["t_mask"], lg["t_gender"], lg["t_age_band"]), "pred": p.argmax(1),
+                          "confidence": p.max(1).round(5)})
+    table = pd.concat([table, pd.DataFrame(p.round(5), columns=[f"p{k}" for k in range(18)])], axis=1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict, resume: bool = False) -> dict:
@@ -323,6 +339,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         bundle(bias, {k: summary[k] for k in ("maskgate", "finished", "images", "people", "best_epoch",
                                                "val_with_age_bias", "age_bias", "sources", "val_by_source", "init")
                       if k in summary}).save(out / "best.pt", script=True)
+        write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"done in {summary['seconds']}s: validation macro F1 {val_tuned['macro_f1']:.4f} -> {out / 'best.pt'}")
         logf.close()
