@@ -35,6 +35,19 @@ def test_train_writes_a_complete_run_folder(tiny_run):
     assert split.groupby("person")["split"].nunique().max() == 1  # no person on both sides
     s = json.loads((tiny_run / "summary.json").read_text())
     assert s["val_with_age_bias"]["macro_f1"] >= s["val"]["macro_f1"] - 1e-9
+    # tracking: TensorBoard logs with every epoch's scores, the confusion matrix and the most-wrong grid
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(tiny_run / "tb"), size_guidance={"images": 0}).Reload()
+    assert [e.step for e in ev.Scalars("val/macro_f1")] == [1, 2, 3]
+    assert [round(e.value, 4) for e in ev.Scalars("val/macro_f1")] == m["val_macro_f1"].round(4).tolist()
+    assert {"val/confusion", "val/most_wrong"} <= set(ev.Tags()["images"])
+    import cv2
+
+    grid = cv2.imread(str(tiny_run / "most_wrong_val.png"))
+    assert grid is not None and grid.shape[1] == 4 * 200 and cv2.imread(str(tiny_run / "confusion_val.png")) is not None
+    vp = pd.read_csv(tiny_run / "val_predictions.csv", dtype={"person": str})
+    assert len(vp) == (split["split"] == "val").sum() and set(vp["person"]) == set(split.loc[split["split"] == "val", "person"])
 
 
 def test_gpu_recipe_trains_the_whole_network_from_images(tiny_data, tmp_path):

@@ -39,6 +39,7 @@ from .mixing import make_batch_transform
 from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
 from .samplers import create_sampler, source_shares
+from .tracking import RunTracker, label_grid, most_wrong
 
 
 FEATURE_CACHE_VERSION = 2  # bump when the code that makes cached views changes (old caches are then ignored)
@@ -121,6 +122,23 @@ def write_val_predictions(path: Path, rows: pd.DataFrame, lg: dict, bias: np.nda
     tmp = path.with_name(f".{path.name}.tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, path)
+    return table
+
+
+def _wrong_grid(vp: pd.DataFrame, rows: pd.DataFrame, cache: CropCache, pre: Preprocess, seed: int, cfg: dict,
+                k: int = 16) -> np.ndarray:
+    """The validation rows the model got most wrong, as it saw them (masks drawn as in validation)."""
+    probs = vp[[f"p{c}" for c in range(18)]].to_numpy()
+    idx = most_wrong(probs, vp["true"].to_numpy(), k)
+    paths = rows["path"].to_numpy()[idx].tolist()
+    crops, _, landmarks, _, _ = cache.crop_all(paths, workers=1, desc="most-wrong crops")
+    draw = rows["draw"].to_numpy()[idx] if "draw" in rows else None
+    images = RowImages(crops, None, draw, crop_landmarks(landmarks, pre.crop), pre.crop,
+                       cfg.get("synth", {}).get("incorrect_kinds"))
+    pictures = [images.image(i, (seed, 0)) for i in range(len(idx))]  # view 0: what validation scored
+    true = vp["true"].to_numpy()[idx]
+    return label_grid(pictures, true.tolist(), vp["pred"].to_numpy()[idx].tolist(),
+                      probs[idx, true].tolist())
 
 
 def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict, resume: bool = False) -> dict:
@@ -272,6 +290,8 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     def bundle(age_bias=None, info=None) -> MaskClassifier:
         return MaskClassifier(net, pre, arch, age_bias, info)
 
+    tracker = RunTracker(out, bool(cfg.get("track", {}).get("tensorboard", True)), log) if is_main() else None
+
     def save(state: dict, metrics: dict, is_best: bool) -> None:
         # best before last: last.pt is where a resumed run starts, so a run killed between the two
         # redoes this epoch rather than resuming with a best epoch whose weights were never written
@@ -280,6 +300,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
             bundle(info={"epoch": metrics["epoch"], "val": metrics}).save(out / "best.pt")
         atomic_torch_save({**state, "config": cfg}, out / "last.pt")
         pd.DataFrame(state["history"]).to_csv(out / "metrics.csv", index=False, float_format="%.5f")
+        tracker.epoch(metrics)
         plot_history(state["history"], out / "metrics.png")
 
     loop_cfg = LoopConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
@@ -339,7 +360,10 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         bundle(bias, {k: summary[k] for k in ("maskgate", "finished", "images", "people", "best_epoch",
                                                "val_with_age_bias", "age_bias", "sources", "val_by_source", "init")
                       if k in summary}).save(out / "best.pt", script=True)
-        write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias)
+        vp = write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias)
+        tracker.finish(vp["true"].to_numpy(), vp["pred"].to_numpy(),
+                       _wrong_grid(vp, samples.iloc[va_idx], cache, pre, seed, cfg), int(summary["best_epoch"]))
+        tracker.close()
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"done in {summary['seconds']}s: validation macro F1 {val_tuned['macro_f1']:.4f} -> {out / 'best.pt'}")
         logf.close()
