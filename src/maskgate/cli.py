@@ -36,6 +36,15 @@ def _kfold(a) -> int:
     return 0
 
 
+def _inspect(a) -> int:
+    from .inspect_data import inspect_layout
+
+    summary = inspect_layout(a.data_dir, a.out, near=a.near, workers=a.workers)
+    print(json.dumps(summary, indent=2))
+    print(f"report: {Path(a.out) / 'index.html'}", file=sys.stderr)
+    return 0
+
+
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -231,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     kf.add_argument("--config", help="YAML or packaged config name, as train's")
     kf.add_argument("overrides", nargs="*", metavar="key=value", help="as train's")
     kf.set_defaults(fn=_kfold)
+
+    ins = sub.add_parser("inspect", help="data report of a train layout (classes, ages, sizes, duplicates) as HTML")
+    ins.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
+    ins.add_argument("--out", required=True, help="folder for index.html, the plots and duplicates.csv")
+    ins.add_argument("--near", type=int, default=2, help="Hamming distance (of 64 bits) that counts as a near duplicate")
+    ins.add_argument("--workers", type=int, default=2)
+    ins.set_defaults(fn=_inspect)
 
     pr = sub.add_parser("predict", help="classify the eval/ layout, image files or folders")
     pr.add_argument("--data-dir", help="eval/ folder (info.csv + images/) or a plain folder of images")
