@@ -93,15 +93,16 @@ def _world_subset(tmp_path, split, n_people):
 @pytest.mark.skipif(not (WORLD / "train" / "labels.csv").is_file(), reason=f"faces-world data not found at {WORLD}")
 def test_training_with_an_extra_source_reaches_the_floor_on_other_people(tmp_path):
     tr = _train_subset(tmp_path, 300)
-    world = _world_subset(tmp_path, "train", 500)
+    world = _world_subset(tmp_path, "train", 600)
     _run("train", "--data-dir", tr, "--out", tmp_path / "run", "--extra", world, "train.views=2",
          f"train.epochs={EPOCHS}")
     fw_eval = tmp_path / "fw_eval"
     _run("synth", "--src", _world_subset(tmp_path, "eval", 300), "--out", fw_eval, "--layout", "eval",
          "--per-person", "3")
     res = _score(tmp_path / "run", fw_eval, tmp_path, "world")
-    print("maskproxy 300 + faces-world 500 people, on faces-world eval (drawn masks):", res)
-    # measured 0.993 / 0.932 / 0.621 at 5 epochs (passes at 3); the maskproxy-only model shipped before scores
+    print("maskproxy 300 + faces-world 600 people, on faces-world eval (drawn masks):", res)
+    # measured 0.993 / 0.932 / 0.621 at 5 epochs (passes at 3; with 500 people at 3 epochs 0.992 / 0.901 / 0.608,
+    # too near the floor, so 600 stay); the maskproxy-only model shipped before scores
     # gender 0.870 on such photos
     assert res["mask_acc"] > 0.97, res  # masks drawn in new looks, on people it never saw
     assert res["gender_acc"] > 0.89, res
