@@ -51,6 +51,12 @@ def encode(mask, gender, age) -> np.ndarray | int:
     return int(out) if out.ndim == 0 else out
 
 
+def marginals(probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """18 class probabilities -> those of mask (3), gender (2) and age band (3); the layout of `encode`."""
+    q = np.asarray(probs).reshape(3, 2, 3)
+    return q.sum((1, 2)), q.sum((0, 2)), q.sum((0, 1))
+
+
 def decode(cls) -> tuple:
     """class 0..17 -> (mask, gender, age band); inverse of `encode`. Ints or numpy arrays."""
     c = np.asarray(cls)

@@ -121,14 +121,13 @@ class Predictor:
             logp = np.mean([np.log(np.clip(q, 1e-8, None)) for q in each], axis=0)
             p = np.exp(logp - logp.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
-            if self.vote == "hard":  # most votes; the soft vote's probability breaks ties
-                votes = np.zeros_like(p)
-                for q in each:
-                    votes[np.arange(len(q)), q.argmax(1)] += 1
-                cls = (votes + p * 0.5).argmax(1)  # p < 1: never outweighs a whole vote
-                return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box)
-                        for k, pi, c in zip(cls, p, crops)]
-        cls = p.argmax(1)
+        score = p  # what the class is chosen by
+        if len(self.models) > 1 and self.vote == "hard":  # most votes; the soft vote's probability breaks ties
+            votes = np.zeros_like(p)
+            for q in each:
+                votes[np.arange(len(q)), q.argmax(1)] += 1
+            score = votes + p * 0.5  # p < 1: never outweighs a whole vote
+        cls = score.argmax(1)
         return [FaceResult(int(k), float(pi[k]), pi, c.found, c.score, c.box) for k, pi, c in zip(cls, p, crops)]
 
     def faces_of(self, rgb: np.ndarray, all_faces: bool) -> list[FaceCrop]:

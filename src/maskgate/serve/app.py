@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
+from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode, marginals
 from ..predict import FaceResult, Predictor
 from .metrics import ServiceMetrics
 from .uploads import UploadError, decode_upload
@@ -101,15 +101,10 @@ def _error(status: int, kind: str, detail: str, headers: dict | None = None) -> 
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
-def _marginals(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """18 class probabilities -> mask (3), gender (2), age band (3) probabilities."""
-    q = p.reshape(3, 2, 3)
-    return q.sum((1, 2)), q.sum((0, 2)), q.sum((0, 1))
-
 
 def face_json(r: FaceResult, subject: bool) -> dict:
     m, g, a = decode(r.cls)
-    pm, pg, pa = _marginals(r.probs)
+    pm, pg, pa = marginals(r.probs)
 
     def part(names: dict, enum, probs: np.ndarray, chosen: int) -> dict:
         return {"label": names[enum(chosen)], "prob": round(float(probs[chosen]), 4),

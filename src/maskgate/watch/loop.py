@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask
+from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, marginals
 from ..predict import Predictor
 from .tracker import IoUTracker, Track
 
@@ -76,10 +76,6 @@ class _Segment:
             self.best = (score, crop_fn())
 
 
-def _marginals(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    q = p.reshape(3, 2, 3)
-    return q.sum((1, 2)), q.sum((0, 2)), q.sum((0, 1))
-
 
 class Watcher:
     """Runs the loop over one source; `on_event` is called as each event closes (alerts, a queue...)."""
@@ -93,7 +89,7 @@ class Watcher:
 
     # --- per-track state segments ----------------------------------------------------------------
     def _observe(self, tr: Track, t: float, probs: np.ndarray, rgb: np.ndarray, box: np.ndarray, det: float):
-        pm, pg, pa = _marginals(probs)
+        pm, pg, pa = marginals(probs)
         label = MASK_NAMES[Mask(int(pm.argmax()))]
         obs = (pm, pg, pa)
 
@@ -165,7 +161,7 @@ class Watcher:
         shown = []
         for tr, r in zip(tracks, results):
             self._observe(tr, t, r.probs, rgb, r.box, r.det_score)
-            pm = _marginals(r.probs)[0]
+            pm = marginals(r.probs)[0]
             shown.append((tr, MASK_NAMES[Mask(int(pm.argmax()))], float(pm.max())))
         return shown
 
