@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from maskgate.models.classifier import MaskClassifier, MaskgateNet, Preprocess
 from maskgate.models.runtime import OnnxRuntime, default_model_path, load_runtime
@@ -52,6 +53,27 @@ def test_export_cli_from_weights_and_from_a_graph(tmp_path, shipped, real_crops)
     assert OnnxRuntime(tmp_path / "w.onnx").info == {"note": "random weights"}
     assert main(["export", "--format", "onnx", "--graph-only", "--model", str(tmp_path / "w.pt"),
                  "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+@pytest.mark.parametrize("head", ["deep", "class18"])
+def test_other_heads_save_script_and_export_exactly(tmp_path, real_crops, head):
+    """model.head=deep / class18: the bundle keeps its head kind; eager, TorchScript and ONNX agree."""
+    from maskgate.models.onnx_export import export_onnx, parity
+
+    torch.manual_seed(1)
+    net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=2, dropout=0.0, head=head).eval()
+    arch = {"backbone": "tf_efficientnet_lite0", "freeze_blocks": 2, "dropout": 0.0, "head": head}
+    MaskClassifier(net, Preprocess(input_size=128), arch, age_bias=[0.0, 0.2, -0.3]).save(tmp_path / "m.pt",
+                                                                                         script=True)
+    eager = MaskClassifier.load(tmp_path / "m.pt", eager=True)
+    graph = MaskClassifier.load(tmp_path / "m.pt")
+    assert eager.arch["head"] == head and type(eager.net.tail.heads).__name__ != "MultiHead"
+    x = torch.rand(6, 3, 128, 128)
+    a, b = eager.predict_logits(x)["log18"], graph.predict_logits(x)["log18"]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)  # the graph is traced from the same fp16 weights
+    export_onnx(eager, tmp_path / "m.onnx")
+    check = parity(eager, tmp_path / "m.onnx", real_crops)
+    assert check["max_prob_diff"] < 1e-4 and check["class_agreement"] == 1.0
 
 
 def test_onnx_tta_is_the_mirror_average(real_crops):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .heads import MultiHead, combine18
+from .heads import combine18, create_head
 from .preprocess import Preprocess  # noqa: F401 - re-exported: the bundle's preprocessing
 
 BUNDLE_FORMAT = 1
@@ -35,7 +35,7 @@ class Trunk(nn.Module):
 class Tail(nn.Module):
     """Remaining blocks + head conv + pooling + task heads: the part that is trained."""
 
-    def __init__(self, backbone: nn.Module, k: int, heads: MultiHead, with_stem: bool):
+    def __init__(self, backbone: nn.Module, k: int, heads: nn.Module, with_stem: bool):
         super().__init__()
         self.stem = nn.Sequential(backbone.conv_stem, backbone.bn1) if with_stem else nn.Identity()
         self.blocks = nn.Sequential(*list(backbone.blocks)[k:])
@@ -60,7 +60,7 @@ class MaskgateNet(nn.Module):
     """Full network = trunk (frozen, maybe empty) + tail (trained)."""
 
     def __init__(self, backbone: str = "tf_efficientnet_lite0", weights: str = "packaged",
-                 freeze_blocks: int = 0, dropout: float = 0.2):
+                 freeze_blocks: int = 0, dropout: float = 0.2, head: str = "multi"):
         super().__init__()
         from .backbones import create_backbone  # timm is imported only where a network is built
 
@@ -71,11 +71,19 @@ class MaskgateNet(nn.Module):
         if not 0 <= freeze_blocks <= n_blocks:
             raise ValueError(f"freeze_blocks={freeze_blocks} outside 0..{n_blocks} for {backbone}")
         self.freeze_blocks = freeze_blocks
-        heads = MultiHead(bb.num_features, dropout)
+        heads = create_head(head, bb.num_features, dropout)
+        self.head = head
         self.trunk = Trunk(bb, freeze_blocks) if freeze_blocks > 0 else None
         self.tail = Tail(bb, freeze_blocks, heads, with_stem=freeze_blocks == 0)
+        self.trunk_trainable = False  # a freeze schedule sets it (unfreeze_trunk) partway through training
         if self.trunk is not None:
             self.trunk.requires_grad_(False).eval()
+
+    def unfreeze_trunk(self) -> None:
+        """Train the frozen blocks from now on (their batch norms keep ImageNet's statistics)."""
+        if self.trunk is not None:
+            self.trunk.requires_grad_(True)
+            self.trunk_trainable = True
 
     @property
     def frozen_bn(self) -> bool:
@@ -94,7 +102,7 @@ class MaskgateNet(nn.Module):
 
     def forward(self, x):
         if self.trunk is not None:
-            with torch.no_grad():
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.trunk_trainable):
                 x = self.trunk(x)
         return self.tail(x)
 
@@ -108,14 +116,14 @@ class _Outputs(nn.Module):
 
     def forward(self, x):
         o = self.net(x)
-        return o["mask"], o["gender"], o["age"], o["age_years"]
+        return tuple(o[k] for k in ScriptedNet.KEYS if k in o)
 
 
 class ScriptedNet(nn.Module):
     """A frozen TorchScript graph of the network (batch norms folded): ~2x faster on CPU, and
     predict needs neither timm nor torchvision to import."""
 
-    KEYS = ("mask", "gender", "age", "age_years")
+    KEYS = ("mask", "gender", "age", "age_years", "class18")  # class18: an 18-way head's graph only
 
     def __init__(self, graph, blob: bytes | None = None):
         super().__init__()
@@ -174,7 +182,7 @@ class MaskClassifier(nn.Module):
         state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
         blob["state_dict"] = state if weights else None
         if script:
-            net = MaskgateNet(self.arch["backbone"], "none", self.arch["freeze_blocks"], self.arch["dropout"])
+            net = net_from_arch(self.arch)
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
             blob["torchscript"] = script_net(net, self.preprocess.input_size)  # exactly the shipped fp16 weights
         atomic_torch_save(blob, path)
@@ -201,10 +209,16 @@ class MaskClassifier(nn.Module):
                 net = ScriptedNet(torch.jit.load(io.BytesIO(blob["torchscript"]), map_location=device),
                                   blob["torchscript"])
         else:
-            net = MaskgateNet(arch["backbone"], "none", arch.get("freeze_blocks", 0), arch.get("dropout", 0.0))
+            net = net_from_arch(arch)
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
         model = cls(net, Preprocess.from_dict(blob["preprocess"]), arch, blob["age_bias"], blob.get("info", {}))
         return model.to(device).eval()
+
+
+def net_from_arch(arch: dict) -> MaskgateNet:
+    """An untrained network of a bundle's architecture (its weights are loaded after)."""
+    return MaskgateNet(arch["backbone"], "none", arch.get("freeze_blocks", 0), arch.get("dropout", 0.0),
+                       arch.get("head", "multi"))
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:

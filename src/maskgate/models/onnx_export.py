@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .classifier import MaskClassifier, MaskgateNet, ScriptedNet
+from .classifier import MaskClassifier, ScriptedNet, net_from_arch
 from .heads import combine18
 from .runtime import ONNX_FORMAT
 
@@ -47,8 +47,7 @@ def _eager_net(model: MaskClassifier) -> nn.Module:
         return model.net
     from .transfer import load_from_graph
 
-    a = model.arch
-    net = MaskgateNet(a["backbone"], "none", a.get("freeze_blocks", 0), a.get("dropout", 0.0))
+    net = net_from_arch(model.arch)
     load_from_graph(net, model.net.blob)
     return net
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..evaluate import scores
 from ..labels import encode
 from ..models.heads import combine18
+from .optim import Schedule, Unfreeze, create_optimizer
 
 
 @dataclass
@@ -32,6 +33,12 @@ class LoopConfig:
     amp: bool
     seed: int
     workers: int = 0
+    optimizer: str = "adamw"     # any timm optimiser (train/optim.py)
+    momentum: float = 0.9
+    scheduler: str = "onecycle"  # onecycle | cosine | step | plateau | none
+    step_epochs: int = 1         # step: decay every N epochs; plateau: patience
+    decay_rate: float = 0.1
+    early_stop: int = 0          # stop after N epochs without a better validation macro F1 (0 = never)
 
 
 def is_main() -> bool:
@@ -76,12 +83,13 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
         device: torch.device, save: Callable[[dict, dict, bool], None], resume: dict | None = None,
         log: Callable[[str], None] = print, sampler: Sampler | None = None,
         val_parts: dict[str, np.ndarray] | None = None,
-        batch_transform: Callable | None = None) -> dict:
+        batch_transform: Callable | None = None, unfreeze: Unfreeze | None = None) -> dict:
     """Train `module` (its trainable parameters) and return the final training state.
 
     sampler: the order of training rows (train/samplers.py; None: shuffled). It needs `set_epoch`, and
     `set_shard(rank, world)` under DDP. val_parts: named index sets of the validation rows (data
-    sources, say) also scored on their own, as `val_<name>_<metric>` columns.
+    sources, say) also scored on their own, as `val_<name>_<metric>` columns. unfreeze: a freeze schedule
+    (train/optim.py): parameters trained from a later epoch on.
     """
     torch.manual_seed(cfg.seed)
     module.to(device)
@@ -90,11 +98,11 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     if distributed:
         model = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    if unfreeze is not None and distributed:
+        raise ValueError("model.unfreeze_at is not supported under DDP yet (DDP fixes its parameters at the start)")
+    opt = create_optimizer(module, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
+                           later=unfreeze.params if unfreeze else None,
+                           later_lr_scale=unfreeze.lr_scale if unfreeze else 0.1)
     if sampler is not None and distributed:
         sampler.set_shard(dist.get_rank(), dist.get_world_size())
     elif distributed:
@@ -104,10 +112,8 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size, generator=g,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
-    steps = cfg.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps),
-                                                pct_start=max(cfg.warmup_frac, 1e-3), anneal_strategy="cos",
-                                                div_factor=20, final_div_factor=200)
+    sched = Schedule(opt, cfg.scheduler, cfg.lr, cfg.epochs, len(loader), cfg.warmup_frac, cfg.step_epochs,
+                     cfg.decay_rate, patience=cfg.step_epochs)
     start, best, history = 0, -1.0, []
     if resume:
         module.load_state_dict(resume["model"])
@@ -122,6 +128,8 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
         if device.type == "cuda" and "cuda_rng" in resume:
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
         log(f"resumed after epoch {resume['epoch'] + 1}/{cfg.epochs} (best macro F1 so far {best:.4f})")
+        if cfg.early_stop and _epochs_since_best(history) >= cfg.early_stop:
+            start = cfg.epochs  # it had stopped early: nothing left to train
     state = resume or {}
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
@@ -129,6 +137,10 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             train_ds.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
+        if unfreeze is not None and epoch + 1 >= unfreeze.at:
+            if epoch + 1 == unfreeze.at or epoch == start:
+                log(f"epoch {epoch + 1}: frozen blocks unfrozen (lr x{unfreeze.lr_scale})")
+            unfreeze.enable()
         model.train()
         run_loss, n = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", mininterval=2,
@@ -148,11 +160,13 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            sched.batch()
             run_loss += loss.item() * len(b["x"])
             n += len(b["x"])
             bar.set_postfix(loss=f"{run_loss / n:.4f}")
-        metrics = {"epoch": epoch + 1, "train_loss": run_loss / max(n, 1), "lr": sched.get_last_lr()[0]}
+        metrics = {"epoch": epoch + 1, "train_loss": run_loss / max(n, 1), "lr": sched.last_lr()}
+        # this epoch's validation macro F1 and epochs since the best one, shared by every rank under DDP
+        score = torch.zeros(2, device=device if device.type == "cuda" else "cpu")
         if is_main():
             lg = collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp)
             val = logits_scores(lg)
@@ -164,6 +178,11 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             is_best = val["macro_f1"] > best
             best = max(best, val["macro_f1"])
             history.append(metrics)
+            score[0], score[1] = val["macro_f1"], _epochs_since_best(history)
+        if distributed:
+            dist.broadcast(score, 0)
+        sched.epoch(epoch + 1, float(score[0]))  # before the save: the schedule's step is part of the state
+        if is_main():
             state = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best_f1": best, "history": history, "rng": torch.get_rng_state(),
                      "loader_rng": g.get_state(), "mix_rng": g_mix.get_state()}
@@ -172,7 +191,18 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             save(state, metrics, is_best)
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}  val macro F1 "
                 f"{val['macro_f1']:.4f}  mask {val['mask_acc']:.3f} gender {val['gender_acc']:.3f} "
-                f"age {val['age_acc']:.3f}  ({metrics['seconds']}s){'  *best' if is_best else ''}")
+                f"age {val['age_acc']:.3f}  lr {metrics['lr']:.2e}  ({metrics['seconds']}s)"
+                f"{'  *best' if is_best else ''}")
+        stale = int(score[1])
+        if cfg.early_stop and stale >= cfg.early_stop and epoch + 1 < cfg.epochs:
+            log(f"early stop after epoch {epoch + 1}: no better validation macro F1 for {stale} epochs "
+                f"(train.early_stop={cfg.early_stop})")
+            break
         if distributed:
             dist.barrier()
     return state
+
+
+def _epochs_since_best(history: list[dict]) -> int:
+    f1 = [h["val_macro_f1"] for h in history]
+    return len(f1) - 1 - int(np.argmax(f1)) if f1 else 0

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..labels import AGE_BOUNDS, TASK_SIZES
+from ..labels import AGE_BOUNDS, NUM_CLASSES, TASK_SIZES
 from ..registry import Registry
 
 LOSSES = Registry("loss")
@@ -107,14 +107,17 @@ class MultiTaskLoss(nn.Module):
     """counts: training class counts per head ({"mask": (3,), "gender": (2,), "age": (3,)}); a bare array is
     the age bands' (the mask and gender heads then count as balanced)."""
 
-    def __init__(self, train_cfg: dict, counts: dict | np.ndarray):
+    def __init__(self, train_cfg: dict, counts: dict | np.ndarray, head: str = "multi"):
         super().__init__()
         t = train_cfg
         if not isinstance(counts, dict):
             counts = {"age": np.asarray(counts)}
-        counts = {task: np.asarray(counts.get(task, np.ones(n)), np.float64) for task, n in TASK_SIZES.items()}
+        sizes = {**TASK_SIZES, "class18": NUM_CLASSES}
+        counts = {task: np.asarray(counts.get(task, np.ones(n)), np.float64) for task, n in sizes.items()}
+        self.head = head
+        tasks = ["class18"] if head == "class18" else list(TASK_SIZES)
         self.fns = {task: create_loss(t["loss"], gamma=t.get("focal_gamma", 2.0), counts=counts[task],
-                                      max_margin=t.get("ldam_margin", 0.5)) for task in TASK_SIZES}
+                                      max_margin=t.get("ldam_margin", 0.5)) for task in tasks}
         self.eps = float(t["label_smoothing"])
         self.sigma = float(t["age_sigma"])
         self.task_w = {k: float(v) for k, v in t["task_weights"].items()}
@@ -125,6 +128,8 @@ class MultiTaskLoss(nn.Module):
             self.register_buffer(f"{task}_w", class_weights(counts[task], balance.get(task, "none")))
 
     def forward(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+        if self.head == "class18":
+            return self._forward18(out, batch)
         parts = {}
         for task in ("mask", "gender"):
             tgt = smooth_one_hot(batch[task], TASK_SIZES[task], self.eps)
@@ -134,6 +139,22 @@ class MultiTaskLoss(nn.Module):
         w = self.age_w.to(age_t.device)[batch["age_band"].long()]
         parts["age"] = (self.fns["age"](out["age"], age_t) * w).sum() / w.sum()
         total = sum(self.task_w[k] * v for k, v in parts.items())
+        if self.reg_w > 0:
+            parts["age_reg"] = F.smooth_l1_loss(out["age_years"].float() / 10, batch["age"].float() / 10)
+            total = total + self.reg_w * parts["age_reg"]
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _forward18(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+        """One 18-way head: its target is the product of the three heads' (smoothed, soft-age) targets,
+        its row weight the product of their class weights; task_weights do not apply."""
+        tm = smooth_one_hot(batch["mask"], TASK_SIZES["mask"], self.eps)
+        tg = smooth_one_hot(batch["gender"], TASK_SIZES["gender"], self.eps)
+        ta = soft_age_targets(batch["age"], self.sigma, self.eps)
+        target = (tm[:, :, None, None] * tg[:, None, :, None] * ta[:, None, None, :]).flatten(1)
+        w = (self.mask_w.to(target.device)[batch["mask"].long()] * self.gender_w.to(target.device)[batch["gender"].long()]
+             * self.age_w.to(target.device)[batch["age_band"].long()])
+        parts = {"class18": (self.fns["class18"](out["class18"], target) * w).sum() / w.sum()}
+        total = parts["class18"]
         if self.reg_w > 0:
             parts["age_reg"] = F.smooth_l1_loss(out["age_years"].float() / 10, batch["age"].float() / 10)
             total = total + self.reg_w * parts["age_reg"]
