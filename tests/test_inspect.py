@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from conftest import make_train_layout
-from maskgate.inspect_data import near_pairs
+from maskgate.data.duplicates import near_pairs
 
 
 def test_near_pairs_hand_computed():

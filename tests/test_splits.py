@@ -51,3 +51,33 @@ def test_kfold_each_person_validates_once():
 def test_split_rejects_bad_fraction():
     with pytest.raises(ValueError):
         split_people(_samples(10), 1.5, 0)
+
+
+def test_people_sharing_a_photo_stay_on_one_side():
+    """groups (person -> representative) move whole groups; without groups the split is the plain one."""
+    s = _samples()
+    groups = {"000001": "000001", "000150": "000001", "000299": "000001", "000010": "000010", "000011": "000010"}
+    for seed in range(5):
+        tr, va = split_people(s, 0.3, seed, groups)
+        assert not tr & va and tr | va == set(s["person"])
+        for members in (["000001", "000150", "000299"], ["000010", "000011"]):
+            assert len({m in va for m in members}) == 1
+        for tr_k, va_k in kfold_people(s, 4, seed, groups):
+            for members in (["000001", "000150", "000299"], ["000010", "000011"]):
+                assert len({m in va_k for m in members}) == 1
+    # everyone validates once in k-fold, with groups too
+    folds = kfold_people(s, 4, 0, groups)
+    assert sorted(p for _, va in folds for p in va) == sorted(set(s["person"]))
+    assert split_people(s, 0.2, 7, None) == split_people(s, 0.2, 7, {})
+
+
+def test_duplicate_groups_link_ids_by_identical_hashes_transitively():
+    from maskgate.data.duplicates import duplicate_groups
+
+    person = np.array(["a", "a", "b", "c", "c", "d", "e", "f", "g", "h", "i"])
+    hashes = np.array([1, 2, 1, 2, 3, 3, 9, 7, 7, 7, 7], np.uint64)  # a-b by 1, a-c by 2, c-d by 3
+    usable = np.ones(len(person), bool)
+    g = duplicate_groups(person, hashes, usable, max_people=3)
+    assert g == {"a": "a", "b": "a", "c": "a", "d": "a"}  # 7 is shared by 4 people (> 3): a blank, not a duplicate
+    usable[[0, 2]] = False  # hash 1 unusable: b no longer linked
+    assert "b" not in duplicate_groups(person, hashes, usable, max_people=3)

@@ -17,34 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .data.duplicates import dhash, near_pairs  # noqa: F401 - near_pairs: the report's pairs
 from .data.layout import read_train
 from .labels import AGE_BOUNDS, NUM_CLASSES, class_name
-
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
-def dhash(path: str | os.PathLike, size: int = 8) -> np.uint64:
-    """Difference hash: a (size+1) x size grey thumbnail, 1 where a pixel is brighter than its right neighbour."""
-    img = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_2)
-    if img is None:
-        raise ValueError(f"{path}: unreadable image")
-    small = cv2.resize(img, (size + 1, size), interpolation=cv2.INTER_AREA)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return np.uint64(int("".join("1" if b else "0" for b in bits), 2))
-
-
-def near_pairs(hashes: np.ndarray, owner: np.ndarray, near: int, chunk: int = 1024) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for i < j of different owners with Hamming distance <= near."""
-    b = hashes.astype(np.uint64).view(np.uint8).reshape(-1, 8)
-    out = []
-    for s in range(0, len(b), chunk):
-        d = _POPCOUNT[b[s:s + chunk, None, :] ^ b[None, :, :]].sum(2, dtype=np.int32)
-        ii, jj = np.nonzero(d <= near)
-        ii = ii + s
-        keep = (ii < jj) & (owner[ii] != owner[jj])
-        out += [(int(i), int(j), int(d[i - s, j])) for i, j in zip(ii[keep], jj[keep])]
-    return out
-
 
 def _pairs_picture(pairs: pd.DataFrame, side: int = 112) -> np.ndarray:
     """Each pair side by side (BGR), one row per pair, labelled with the two people and the distance."""

@@ -1,4 +1,5 @@
-"""Person-level splits. The 7 photos of one person never fall on both sides of a split."""
+"""Person-level splits. The 7 photos of one person never fall on both sides of a split, nor do two person
+ids that share a photo (`groups`, from data/duplicates.py): they are split as one, filed under one id."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,10 +28,31 @@ def _safe_strata(people: pd.DataFrame, n_splits: int) -> np.ndarray:
     return strata
 
 
-def split_people(samples: pd.DataFrame, val_fraction: float, seed: int) -> tuple[set, set]:
-    """Stratified, seeded train/val split of people. Returns (train_ids, val_ids)."""
+def _units(people: pd.DataFrame, groups: dict | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The people that are split (each group's representative; everyone when there are no groups) and,
+    for every person, the representative whose side they take."""
+    ids = people["person"].astype(str).to_numpy()
+    rep = np.array([str((groups or {}).get(p, p)) for p in ids])
+    return people[ids == rep].reset_index(drop=True), rep
+
+
+def _expand(people: pd.DataFrame, rep: np.ndarray, chosen: set) -> set:
+    return set(people["person"].to_numpy()[np.isin(rep, [str(c) for c in chosen])])
+
+
+def split_people(samples: pd.DataFrame, val_fraction: float, seed: int,
+                 groups: dict | None = None) -> tuple[set, set]:
+    """Stratified, seeded train/val split of people. Returns (train_ids, val_ids).
+
+    groups: person -> the id their group is split under (people sharing a photo); the others alone."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if groups:
+        everyone = person_table(samples)
+        units, rep = _units(everyone, groups)
+        tr, va = split_people(samples[samples["person"].astype(str).isin(set(units["person"].astype(str)))],
+                              val_fraction, seed)
+        return _expand(everyone, rep, tr), _expand(everyone, rep, va)
     people = person_table(samples)
     if len(people) < 2:
         raise ValueError(f"need at least 2 people to split, found {len(people)}")
@@ -48,10 +70,16 @@ def split_people(samples: pd.DataFrame, val_fraction: float, seed: int) -> tuple
     return set(ids[tr]), set(ids[va])
 
 
-def kfold_people(samples: pd.DataFrame, k: int, seed: int) -> list[tuple[set, set]]:
-    """Stratified person-level k-fold: k (train_ids, val_ids) pairs; each person validates once."""
+def kfold_people(samples: pd.DataFrame, k: int, seed: int, groups: dict | None = None) -> list[tuple[set, set]]:
+    """Stratified person-level k-fold: k (train_ids, val_ids) pairs; each person validates once.
+    groups: as split_people's."""
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got {k}")
+    if groups:
+        everyone = person_table(samples)
+        units, rep = _units(everyone, groups)
+        folds = kfold_people(samples[samples["person"].astype(str).isin(set(units["person"].astype(str)))], k, seed)
+        return [(_expand(everyone, rep, tr), _expand(everyone, rep, va)) for tr, va in folds]
     people = person_table(samples)
     if len(people) < k:
         raise ValueError(f"k={k} folds need at least {k} people, found {len(people)}")

@@ -1,0 +1,76 @@
+"""The same photo under different person ids: difference hashes, near pairs, and the groups a split keeps together.
+
+A person-level split is only leak-free if two ids that share a photo (one person filed twice, as 87
+people of maskproxy train are) fall on the same side; `duplicate_groups` links them for data/splits.py.
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def dhash_image(img: np.ndarray, size: int = 8) -> np.uint64:
+    """Difference hash of an image array (grey, BGR or RGB): a (size+1) x size grey thumbnail, 1 where a
+    pixel is brighter than its right neighbour."""
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(img, (size + 1, size), interpolation=cv2.INTER_AREA)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    if size == 8:
+        return np.uint64((bits.astype(np.uint64) * _WEIGHTS).sum(dtype=np.uint64))
+    return np.uint64(int("".join("1" if b else "0" for b in bits), 2))
+
+
+def dhash(path: str | os.PathLike, size: int = 8) -> np.uint64:
+    img = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+    if img is None:
+        raise ValueError(f"{path}: unreadable image")
+    return dhash_image(img, size)
+
+
+def near_pairs(hashes: np.ndarray, owner: np.ndarray, near: int, chunk: int = 1024) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for i < j of different owners with Hamming distance <= near."""
+    b = hashes.astype(np.uint64).view(np.uint8).reshape(-1, 8)
+    out = []
+    for s in range(0, len(b), chunk):
+        d = _POPCOUNT[b[s:s + chunk, None, :] ^ b[None, :, :]].sum(2, dtype=np.int32)
+        ii, jj = np.nonzero(d <= near)
+        ii = ii + s
+        keep = (ii < jj) & (owner[ii] != owner[jj])
+        out += [(int(i), int(j), int(d[i - s, j])) for i, j in zip(ii[keep], jj[keep])]
+    return out
+
+
+def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray | None = None,
+                     max_people: int = 4) -> dict[str, str]:
+    """person -> the id its group is filed under (the smallest id of the group), for people linked by an
+    identical photo hash (distance 0), transitively. Only people in a group of two or more appear.
+
+    `usable`: rows whose hash means something (not a flat or blank image). A hash shared by more than
+    `max_people` people is taken for a degenerate picture (a blank frame, a placeholder), not a duplicate.
+    """
+    person = np.array([str(p) for p in person], dtype=object)
+    keep = np.ones(len(person), bool) if usable is None else np.asarray(usable, bool)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    by_hash: dict[int, set[str]] = {}
+    for p, h in zip(person[keep], np.asarray(hashes, np.uint64)[keep]):
+        by_hash.setdefault(int(h), set()).add(p)
+    for ids in by_hash.values():
+        if 2 <= len(ids) <= max_people:
+            ids = sorted(ids)
+            for other in ids[1:]:
+                a, b = find(ids[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {str(p): str(find(p)) for p in parent} | {str(find(p)): str(find(p)) for p in parent}
