@@ -31,7 +31,7 @@ demo: setup
 	$(VENV)/bin/maskgate demo --out demo_out
 
 test: setup
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=12
 
 clean:
 	rm -rf $(VENV) .venv-slim demo_out

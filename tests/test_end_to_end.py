@@ -5,6 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TINY_OVERRIDES, make_labelled_source
 
@@ -52,17 +53,30 @@ def test_train_writes_a_complete_run_folder(tiny_run):
 
 def test_gpu_recipe_trains_the_whole_network_from_images(tiny_data, tmp_path):
     """`--config gpu` (how the shipped model was made) runs on CPU too: images augmented on the fly in
-    loader worker processes, every block trained, a bundle that predicts."""
+    loader worker processes, every block trained, a bundle that predicts. The same with a freeze schedule:
+    the first 3 blocks frozen in epoch 1, trained (at a tenth of the lr) from epoch 2."""
     train, ev = tiny_data
     run = tmp_path / "g"
     cli("train", "--data-dir", train, "--out", run, "--config", "gpu", *TINY_OVERRIDES, "train.epochs=1", "workers=2")
     cfg = (run / "config.yaml").read_text()
     assert "freeze_blocks: 0" in cfg and "cache_features: false" in cfg
     assert "cached frozen-trunk outputs" not in (run / "train.log").read_text()
-    from maskgate.models.classifier import MaskClassifier
+    from maskgate.models.classifier import MaskClassifier, MaskgateNet
 
     m = MaskClassifier.load(run / "best.pt", eager=True)
     assert m.arch["freeze_blocks"] == 0 and m.net.trunk is None
+    sched = tmp_path / "u"
+    cli("train", "--data-dir", train, "--out", sched, "--config", "gpu", *TINY_OVERRIDES, "train.epochs=2",
+        "workers=0", "model.freeze_blocks=3", "model.unfreeze_at=2")
+    assert "epoch 2: frozen blocks unfrozen (lr x0.1)" in (sched / "train.log").read_text()
+    start = MaskgateNet("tf_efficientnet_lite0", "packaged", 3).trunk.state_dict()
+    last = torch.load(sched / "last.pt", map_location="cpu", weights_only=False)["model"]
+    moved = [k for k, v in start.items() if v.is_floating_point() and "running" not in k
+             and not torch.equal(v, last["trunk." + k])]
+    assert moved, "the unfrozen blocks did not train"
+    r = cli("train", "--data-dir", train, "--out", tmp_path / "bad", *TINY_OVERRIDES, "model.unfreeze_at=2",
+            check=False)
+    assert r.returncode == 2 and "model.unfreeze_at needs train.cache_features: false" in r.stderr
     cli("predict", "--data-dir", ev, "--out", tmp_path / "s.csv", "--model", run)
     assert len(pd.read_csv(tmp_path / "s.csv")) == len(pd.read_csv(ev / "info.csv"))
 
@@ -209,34 +223,99 @@ def test_training_with_an_extra_source_of_unmasked_faces(tiny_data, tmp_path, as
     assert [x["people"] for x in info["sources"]] == [16, 12]  # the model says what it learnt from
 
 
-def test_training_with_other_losses_and_class_balance(tiny_data, tmp_path):
-    """The issue-11 losses train end to end from the config: LDAM + soft-F1, class-weighted heads."""
+def test_training_with_other_losses_class_balance_and_batch_mixing(tiny_data, tmp_path):
+    """The issue-11 losses and mixing train end to end from the config: LDAM + soft-F1, class-weighted heads,
+    half CutMix and erasing on the cached trunk features (one run for all of them)."""
     train, _ = tiny_data
     run = tmp_path / "l"
     cli("train", "--data-dir", train, "--out", run, *TINY_OVERRIDES, "train.epochs=1", "train.loss=ldam+soft_f1",
-        "train.class_balance={mask: inverse, gender: sqrt}")
+        "train.class_balance={mask: inverse, gender: sqrt}", "train.mix=cutmix_half", "train.mix_prob=0.8",
+        "train.erase=0.3")
     m = pd.read_csv(run / "metrics.csv")
     assert len(m) == 1 and m["train_loss"].notna().all() and m["train_loss"].iloc[0] > 0
     assert "loss: ldam+soft_f1" in (run / "config.yaml").read_text()
+    assert "batch mixing: cutmix_half (p 0.8), erase 0.3, on cached trunk features" in (run / "train.log").read_text()
 
 
-def test_training_with_age_rules_and_the_balanced_sampler(tiny_data, tmp_path):
+def test_training_with_age_rules_and_the_balanced_sampler(tiny_run, tiny_data, tmp_path):
     """drop_ages, old_age_from and the balanced sampler change training only: the validation rows stay."""
     train, _ = tiny_data
-    plain, ruled = tmp_path / "p", tmp_path / "r"
-    cli("train", "--data-dir", train, "--out", plain, *TINY_OVERRIDES, "train.epochs=1")
+    ruled = tmp_path / "r"
     cli("train", "--data-dir", train, "--out", ruled, *TINY_OVERRIDES, "train.epochs=1",
         "train.drop_ages=[[20, 35]]", "train.old_age_from=55", "train.sampler=balanced", "train.balance_by=age_band")
     log = (ruled / "train.log").read_text()
     assert "train.drop_ages [[20, 35]]:" in log and "sampler balanced by age_band" in log
-    a, b = json.loads((plain / "summary.json").read_text()), json.loads((ruled / "summary.json").read_text())
+    a, b = json.loads((tiny_run / "summary.json").read_text()), json.loads((ruled / "summary.json").read_text())
     assert a["val"]["n"] == b["val"]["n"] > 0
 
 
-def test_training_with_batch_mixing_on_cached_features(tiny_data, tmp_path):
+def test_18_way_head_with_sgd_cosine_then_continued_with_another_optimiser_and_early_stop(tiny_data, tmp_path):
+    """model.head=class18 + SGD/cosine trains and predicts, tracked in MLflow offline (a file store in the run
+    folder: the config as parameters, every epoch's scores, the pictures and model as artifacts); a second
+    run continues from it (model.init) with another optimiser, and stops early once validation macro F1
+    stops improving (lr ~0: it cannot improve); --resume of a run that stopped early trains nothing more."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    train, ev = tiny_data
+    first, second = tmp_path / "a", tmp_path / "b"
+    cli("train", "--data-dir", train, "--out", first, *TINY_OVERRIDES, "train.epochs=2", "model.head=class18",
+        "train.optimizer=sgd", "train.lr=0.05", "train.scheduler=cosine", "track.mlflow=true")
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(first / "mlruns").resolve().as_uri())
+    rid = (first / "mlflow_run_id").read_text().strip()
+    r = client.get_run(rid)
+    assert r.data.params["train.optimizer"] == "sgd" and r.data.params["model.head"] == "class18"
+    m = pd.read_csv(first / "metrics.csv")
+    hist = client.get_metric_history(rid, "val_macro_f1")
+    assert [(h.step, round(h.value, 4)) for h in hist] == list(zip([1, 2], m["val_macro_f1"].round(4)))
+    assert {"best.pt", "confusion_val.png", "most_wrong_val.png", "summary.json"} <= {
+        a.path for a in client.list_artifacts(rid)}
+    assert r.info.status == "FINISHED"
+    from maskgate.models.classifier import MaskClassifier
+
+    assert MaskClassifier.load(first / "best.pt", eager=True).arch["head"] == "class18"
+    sub = tmp_path / "sub.csv"
+    cli("predict", "--data-dir", ev, "--out", sub, "--model", first)
+    assert pd.read_csv(sub)["ans"].between(0, 17).all()
+    cli("train", "--data-dir", train, "--out", second, *TINY_OVERRIDES, "train.epochs=6", "model.head=class18",
+        f"model.init={first}", "train.optimizer=momentum", "train.lr=1e-12", "train.scheduler=none",
+        "train.early_stop=1")
+    log = (second / "train.log").read_text()
+    f1 = pd.read_csv(second / "metrics.csv")["val_macro_f1"].tolist()
+    stop = len(f1)  # only batch-norm statistics still move: the score stalls within a few epochs
+    assert "network initialised from" in log and f"early stop after epoch {stop}:" in log and stop < 6
+    assert f1[-1] <= max(f1[:-1])
+    cli("train", "--data-dir", train, "--out", second, "--resume")
+    assert len(pd.read_csv(second / "metrics.csv")) == stop
+
+
+def test_two_ids_with_the_same_photos_are_split_as_one(tiny_data, tmp_path):
+    """One person filed twice (the same photos under a second id, as in maskproxy train): whatever the seed,
+    both ids land on the same side of the split, and the log says so."""
+    import shutil
+
     train, _ = tiny_data
-    run = tmp_path / "m"
-    cli("train", "--data-dir", train, "--out", run, *TINY_OVERRIDES, "train.epochs=1", "train.mix=cutmix_half",
-        "train.mix_prob=0.8", "train.erase=0.3")
-    assert "batch mixing: cutmix_half (p 0.8), erase 0.3, on cached trunk features" in (run / "train.log").read_text()
-    assert pd.read_csv(run / "metrics.csv")["train_loss"].notna().all()
+    copy = tmp_path / "train"
+    shutil.copytree(train, copy)
+    t = pd.read_csv(copy / "train.csv", dtype={"id": str})
+    src = t.iloc[3]
+    twin = {"id": "000099", "gender": src["gender"], "race": "Asian", "age": src["age"],
+            "path": f"000099_{src['gender']}_Asian_{src['age']}"}
+    shutil.copytree(copy / "images" / src["path"], copy / "images" / twin["path"])
+    pd.concat([t, pd.DataFrame([twin])]).to_csv(copy / "train.csv", index=False)
+    from maskgate.data.layout import read_train
+    from maskgate.data.splits import split_people
+
+    samples = read_train(copy, verify_images=False)
+    # a seed whose plain person split would put the twins on opposite sides
+    apart = [k for k in range(50) if (src["id"] in split_people(samples, 0.5, k)[1])
+             != ("000099" in split_people(samples, 0.5, k)[1])]
+    seed = apart[0]
+    run = tmp_path / "r"
+    cli("train", "--data-dir", copy, "--out", run, *TINY_OVERRIDES, "train.epochs=1", f"seed={seed}",
+        "data.val_fraction=0.5", "track.tensorboard=false", "data.group_duplicates=true")
+    split = pd.read_csv(run / "split.csv", dtype={"person": str}).groupby("person")["split"].first()
+    assert split[src["id"]] == split["000099"]
+    assert "share a photo with another id: kept together in" in (run / "train.log").read_text()

@@ -27,6 +27,7 @@ def test_kfold_trains_every_fold_writes_oof_and_resumes(tiny_data, tmp_path):
     table = pd.read_csv(train / "train.csv", dtype=str)
     assert len(oof) == 7 * len(table) and oof["path"].is_unique  # every photo once, from the fold that held it out
     assert oof.groupby("person")["fold"].nunique().max() == 1  # a person's photos all in one fold
+    assert (oof["person"].str.len() == 6).all()  # ids as written ("000001"), not read back as numbers
     assert np.allclose(oof[[f"p{k}" for k in range(18)]].sum(axis=1), 1, atol=1e-3)
     assert (oof["pred"] == oof[[f"p{k}" for k in range(18)]].to_numpy().argmax(1)).all()
     # a rerun skips the finished folds; a fold with only last.pt is resumed

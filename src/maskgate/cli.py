@@ -45,6 +45,15 @@ def _inspect(a) -> int:
     return 0
 
 
+def _noise(a) -> int:
+    from .label_noise import noise_report
+
+    summary = noise_report(a.oof, a.out, top=a.top)
+    print(json.dumps(summary, indent=2))
+    print(f"report: {Path(a.out) / 'index.html'}", file=sys.stderr)
+    return 0
+
+
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -247,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--near", type=int, default=2, help="Hamming distance (of 64 bits) that counts as a near duplicate")
     ins.add_argument("--workers", type=int, default=2)
     ins.set_defaults(fn=_inspect)
+
+    no = sub.add_parser("noise", help="training labels the out-of-fold predictions disagree with (cleanlab), as HTML")
+    no.add_argument("--oof", required=True, help="a `maskgate kfold` folder (or its oof.csv)")
+    no.add_argument("--out", required=True, help="folder for index.html, people.csv, photos.csv")
+    no.add_argument("--top", type=int, default=60, help="rows shown per table in the page (the csvs have all)")
+    no.set_defaults(fn=_noise)
 
     pr = sub.add_parser("predict", help="classify the eval/ layout, image files or folders")
     pr.add_argument("--data-dir", help="eval/ folder (info.csv + images/) or a plain folder of images")

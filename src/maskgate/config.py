@@ -118,6 +118,19 @@ def validate(cfg: dict) -> None:
          "train.balance_power must be >= 0 and train.oversample_old > 0"),
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
+        (m["head"] in ("multi", "deep", "class18"), "model.head must be multi, deep or class18"),
+        (m["unfreeze_at"] is None or (isinstance(m["unfreeze_at"], int) and m["unfreeze_at"] >= 1),
+         "model.unfreeze_at must be null or an epoch >= 1"),
+        (not m["unfreeze_at"] or (not t["cache_features"] and int(m["freeze_blocks"]) > 0),
+         "model.unfreeze_at needs train.cache_features: false (cached trunk outputs cannot be trained) and "
+         "model.freeze_blocks > 0"),
+        (0 < float(m["unfreeze_lr_scale"]) <= 10, "model.unfreeze_lr_scale must be in (0, 10]"),
+        (isinstance(t["optimizer"], str) and t["optimizer"], "train.optimizer must be a timm optimiser name, e.g. adamw"),
+        (t["scheduler"] in ("onecycle", "cosine", "step", "plateau", "none"),
+         "train.scheduler must be onecycle, cosine, step, plateau or none"),
+        (isinstance(t["early_stop"], int) and t["early_stop"] >= 0, "train.early_stop must be a whole number >= 0"),
+        (isinstance(t["step_epochs"], int) and t["step_epochs"] >= 1, "train.step_epochs must be a whole number >= 1"),
+        (0 < float(t["decay_rate"]) <= 1, "train.decay_rate must be in (0, 1]"),
     ]
     states, kinds = cfg["synth"]["states"], cfg["synth"]["incorrect_kinds"]
     checks += [

@@ -41,7 +41,8 @@ def run_kfold(data_dir: str | os.PathLike, out: str | os.PathLike, cfg: dict, fo
         s = json.loads((run / "summary.json").read_text())
         per_fold.append({"fold": k, "run": str(run), "val_macro_f1": s["val_with_age_bias"]["macro_f1"],
                          "val_people": s["val_people"], "seconds": s["seconds"]})
-    oof = pd.concat([pd.read_csv(out / f"fold{k}" / "val_predictions.csv").assign(fold=k) for k in range(folds)],
+    oof = pd.concat([pd.read_csv(out / f"fold{k}" / "val_predictions.csv", dtype={"person": str}).assign(fold=k)
+                     for k in range(folds)],
                     ignore_index=True)
     if oof.duplicated("path").any():
         raise RuntimeError(f"{out}: a photo is in more than one fold's validation (the folds are not one k-fold)")

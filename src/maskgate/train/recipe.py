@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from .. import __version__
 from ..config import dump_config
+from ..data.duplicates import dhash_image, duplicate_groups
 from ..data.layout import LayoutError, read_train
 from ..data.sources import SourceSpec, read_labelled
 from ..device import resolve_device
@@ -36,6 +37,7 @@ from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .age_rules import kept_by_age, shift_old_age
 from .losses import MultiTaskLoss
 from .mixing import make_batch_transform
+from .optim import Unfreeze
 from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
 from .samplers import create_sampler, source_shares
@@ -76,6 +78,14 @@ def init_distributed(device_name: str) -> None:
 def _barrier():
     if dist.is_initialized():
         dist.barrier()
+
+
+def duplicate_groups_of(samples: pd.DataFrame, crops: np.ndarray, rows: np.ndarray) -> dict[str, str]:
+    """Person ids whose face crops (crops[rows], one per sample) are the same picture (equal difference
+    hashes; flat crops ignored)."""
+    hashes = np.array([dhash_image(crops[i]) for i in rows], np.uint64)
+    usable = np.array([float(crops[i][::4, ::4].std()) > 8.0 for i in rows])
+    return duplicate_groups(samples["person"].to_numpy(), hashes, usable)
 
 
 def build_preprocess(cfg: dict) -> Preprocess:
@@ -182,35 +192,21 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         frac = d["max_people"] / samples["person"].nunique()
         _, keep = split_people(samples, frac, seed)
         samples = samples[samples["person"].isin(keep)].reset_index(drop=True)
-    if int(d["folds"]) >= 2:
-        train_ids, val_ids = kfold_people(samples, int(d["folds"]), seed)[int(d["fold"])]
-    else:
-        train_ids, val_ids = split_people(samples, float(d["val_fraction"]), seed)
-    log(f"{len(samples)} images of {samples['person'].nunique()} people: {len(train_ids)} people train, "
-        f"{len(val_ids)} validate (split by person)")
     specs = [SourceSpec.parse(e) for e in d.get("extra") or []]
     sources = [{"name": "main", "path": str(train_dir), "people": int(samples["person"].nunique()),
                 "rows": len(samples), "weight": 1.0, "share": None}]
     parts_of_samples = [samples.assign(source=0, draw=NO_DRAW)]
+    extra_splits = []
     for k, spec in enumerate(specs, start=1):
         table = read_labelled(spec.path)
-        tr_k, va_k = split_people(table, float(d["val_fraction"]), seed)
-        val_ids = set(val_ids) | va_k
-        train_ids = set(train_ids) | tr_k
+        extra_splits.append(split_people(table, float(d["val_fraction"]), seed))
         rows = expand_states(table, cfg["synth"]["states"]).assign(source=k)
         parts_of_samples.append(rows)
         sources.append({"name": spec.name, "path": spec.path, "people": len(table), "rows": len(rows),
                         "weight": spec.weight, "share": spec.share})
-        log(f"extra source {spec.name} ({spec.path}): {len(table)} people, {len(rows)} rows "
-            f"(masks drawn: {cfg['synth']['states']}); {len(tr_k)} train, {len(va_k)} validate")
     n_main = len(samples)
+    main_samples = samples
     samples = pd.concat(parts_of_samples, ignore_index=True) if specs else parts_of_samples[0]
-    is_val = samples["person"].isin(val_ids).to_numpy()
-    if is_main():
-        cols = ["path", "person", "label", "split"] + (["source"] if specs else [])
-        samples.assign(split=np.where(is_val, "val", "train"),
-                       source=[sources[k]["name"] for k in samples["source"]])[cols].to_csv(out / "split.csv",
-                                                                                          index=False)
 
     # faces
     pre = build_preprocess(cfg)
@@ -224,6 +220,31 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         _barrier()
     if problems:
         raise LayoutError(train_dir, problems)
+
+    # person split (each source on its own, so the main layout's split never depends on them); ids that
+    # share a photo stay on one side
+    groups = None
+    if d.get("group_duplicates", True):
+        groups = duplicate_groups_of(main_samples, crops, crop_of_row[:n_main])
+        if groups:
+            log(f"{len(groups)} person ids share a photo with another id: kept together in "
+                f"{len(set(groups.values()))} groups on one side of the split (data.group_duplicates)")
+    if int(d["folds"]) >= 2:
+        train_ids, val_ids = kfold_people(main_samples, int(d["folds"]), seed, groups)[int(d["fold"])]
+    else:
+        train_ids, val_ids = split_people(main_samples, float(d["val_fraction"]), seed, groups)
+    log(f"{n_main} images of {main_samples['person'].nunique()} people: {len(train_ids)} people train, "
+        f"{len(val_ids)} validate (split by person)")
+    for spec, (tr_k, va_k), src in zip(specs, extra_splits, sources[1:]):
+        val_ids, train_ids = set(val_ids) | va_k, set(train_ids) | tr_k
+        log(f"extra source {spec.name} ({spec.path}): {src['people']} people, {src['rows']} rows "
+            f"(masks drawn: {cfg['synth']['states']}); {len(tr_k)} train, {len(va_k)} validate")
+    is_val = samples["person"].isin(val_ids).to_numpy()
+    if is_main():
+        cols = ["path", "person", "label", "split"] + (["source"] if specs else [])
+        samples.assign(split=np.where(is_val, "val", "train"),
+                       source=[sources[k]["name"] for k in samples["source"]])[cols].to_csv(out / "split.csv",
+                                                                                          index=False)
     log(f"face found in {found.mean():.1%} of images (the rest take the fallback crop)")
     alphas = None
     if cfg["augment"].get("mask_look"):  # the main layout's rows come first, one crop each
@@ -242,7 +263,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     # model and datasets
     m, t = cfg["model"], cfg["train"]
     net = MaskgateNet(m["backbone"], "none" if m.get("init") else m["weights"], int(m["freeze_blocks"]),
-                      float(m["dropout"]))
+                      float(m["dropout"]), m["head"])
     init_digest = None
     if m.get("init"):
         init_digest = init_from_model(net, m["init"])
@@ -284,13 +305,17 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     del crops, alphas, images
     counts = {task: np.bincount(train_targets[key], minlength=n)
               for task, key, n in (("mask", "mask", 3), ("gender", "gender", 2), ("age", "age_band", 3))}
-    loss_fn = MultiTaskLoss(t, counts).to(device)
-    arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"])}
+    counts["class18"] = np.bincount(encode(train_targets["mask"], train_targets["gender"], train_targets["age_band"]),
+                                    minlength=18)
+    loss_fn = MultiTaskLoss(t, counts, m["head"]).to(device)
+    arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"]),
+            "head": m["head"]}
 
     def bundle(age_bias=None, info=None) -> MaskClassifier:
         return MaskClassifier(net, pre, arch, age_bias, info)
 
-    tracker = RunTracker(out, bool(cfg.get("track", {}).get("tensorboard", True)), log) if is_main() else None
+    track = cfg.get("track", {})
+    tracker = RunTracker(out, bool(track.get("tensorboard", True)), log, track, cfg) if is_main() else None
 
     def save(state: dict, metrics: dict, is_best: bool) -> None:
         # best before last: last.pt is where a resumed run starts, so a run killed between the two
@@ -306,7 +331,10 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     loop_cfg = LoopConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_frac=float(t["warmup_frac"]),
                           amp=bool(t["amp"]), seed=loop_seed,
-                          workers=0 if t["cache_features"] else int(cfg["workers"]))
+                          workers=0 if t["cache_features"] else int(cfg["workers"]),
+                          optimizer=str(t["optimizer"]), momentum=float(t["momentum"]), scheduler=str(t["scheduler"]),
+                          step_epochs=int(t["step_epochs"]), decay_rate=float(t["decay_rate"]),
+                          early_stop=int(t["early_stop"]))
     sampler, val_parts = None, None
     if t.get("sampler") and specs:
         raise ValueError(f"train.sampler={t['sampler']} cannot be combined with extra sources yet (their own "
@@ -332,7 +360,15 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     if mixing is not None:
         on = "cached trunk features (feature-map halves)" if t["cache_features"] and net.trunk is not None else "images"
         log(f"batch mixing: {t.get('mix') or 'none'} (p {t.get('mix_prob')}), erase {t.get('erase', 0)}, on {on}")
-    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log, sampler, val_parts, mixing)
+    unfreeze = None
+    if m.get("unfreeze_at"):
+        if module is not net or net.trunk is None:
+            raise ValueError("model.unfreeze_at needs train.cache_features=false and model.freeze_blocks > 0 "
+                             "(cached trunk outputs cannot be trained)")
+        unfreeze = Unfreeze(list(net.trunk.parameters()), int(m["unfreeze_at"]), float(m["unfreeze_lr_scale"]),
+                            net.unfreeze_trunk)
+    fit(module, loss_fn, train_ds, val_ds, loop_cfg, device, save, resume_state, log, sampler, val_parts, mixing,
+        unfreeze)
 
     summary = {}
     if is_main():
@@ -363,8 +399,8 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         vp = write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias)
         tracker.finish(vp["true"].to_numpy(), vp["pred"].to_numpy(),
                        _wrong_grid(vp, samples.iloc[va_idx], cache, pre, seed, cfg), int(summary["best_epoch"]))
-        tracker.close()
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        tracker.close()
         log(f"done in {summary['seconds']}s: validation macro F1 {val_tuned['macro_f1']:.4f} -> {out / 'best.pt'}")
         logf.close()
     _barrier()

@@ -4,9 +4,15 @@ Per epoch: the training loss, learning rate and every validation score (macro F1
 F1, per source). At the end: the validation confusion matrix and a grid of the validation images the
 model got most wrong (lowest probability of the true class), each with its true and predicted class;
 both also as PNGs in the run folder (confusion_val.png, most_wrong_val.png). `tensorboard --logdir RUN/tb`.
+
+MLflow (`track.mlflow: true`), offline by default: the same scores per epoch, the resolved config as
+parameters, the pictures, summary.json and best.pt as artifacts, in a file store in the run folder
+(RUN/mlruns; `mlflow ui --backend-store-uri RUN/mlruns`), or at `track.mlflow_uri` (sqlite:///..., a
+server). A resumed run goes on in the same MLflow run (its id is kept in RUN/mlflow_run_id).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +30,64 @@ def short_name(cls: int) -> str:
     return f"{_MASK_SHORT[m]} {_GENDER_SHORT[g]} {AGE_NAMES[AgeBand(a)]}"
 
 
+def flat_params(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """{'train.lr': '0.002', ...}: a nested config as MLflow parameters."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and k != "task_weights":
+            out.update(flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v)[:500]
+    return out
+
+
+class MlflowLog:
+    """One MLflow run through an explicit client (no process-wide active run)."""
+
+    def __init__(self, out: Path, uri: str | None, experiment: str, params: dict[str, str]):
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        if not uri:
+            uri = (out / "mlruns").resolve().as_uri()
+            # MLflow 3 keeps its file store in maintenance mode behind this switch; it is what works offline
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        id_file = out / "mlflow_run_id"
+        if id_file.is_file():  # resumed: the same MLflow run goes on
+            self.run_id = id_file.read_text().strip()
+        else:
+            self.run_id = self.client.create_run(exp_id, run_name=out.name).info.run_id
+            id_file.write_text(self.run_id)
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+        self.uri = uri
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v in values.items()])
+
+    def artifacts(self, paths: list[Path]) -> None:
+        for p in paths:
+            if p.is_file():
+                self.client.log_artifact(self.run_id, str(p))
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
 class RunTracker:
-    def __init__(self, out: Path, enabled: bool = True, log: Callable[[str], None] = print):
-        self.out, self.writer = Path(out), None
+    def __init__(self, out: Path, enabled: bool = True, log: Callable[[str], None] = print, track: dict | None = None,
+                 config: dict | None = None):
+        self.out, self.writer, self.mlflow = Path(out), None, None
+        track = track or {}
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -34,16 +95,25 @@ class RunTracker:
                 log("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
             else:
                 self.writer = SummaryWriter(str(self.out / "tb"))
+        if track.get("mlflow"):
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise ValueError("track.mlflow: mlflow is not installed (pip install mlflow-skinny)")
+            self.mlflow = MlflowLog(self.out, track.get("mlflow_uri"), str(track.get("mlflow_experiment", "maskgate")),
+                                    flat_params(config or {}))
+            log(f"MLflow run {self.mlflow.run_id} at {self.mlflow.uri}")
 
     def epoch(self, metrics: dict) -> None:
+        step = int(metrics["epoch"])
+        scalars = {("val/" + k[4:] if k.startswith("val_") else "train/" + k): float(v) for k, v in metrics.items()
+                   if k not in ("epoch", "seconds") and isinstance(v, (int, float))}
+        if self.mlflow is not None:
+            self.mlflow.metrics({k.replace("/", "_"): v for k, v in scalars.items()}, step)
         if self.writer is None:
             return
-        step = int(metrics["epoch"])
-        for k, v in metrics.items():
-            if k in ("epoch", "seconds") or not isinstance(v, (int, float)):
-                continue
-            tag = "val/" + k[4:] if k.startswith("val_") else "train/" + k
-            self.writer.add_scalar(tag, float(v), step)
+        for tag, v in scalars.items():
+            self.writer.add_scalar(tag, v, step)
         self.writer.flush()
 
     def finish(self, y_true: np.ndarray, y_pred: np.ndarray, wrong_grid: np.ndarray | None, step: int) -> None:
@@ -60,8 +130,13 @@ class RunTracker:
             self.writer.flush()
 
     def close(self) -> None:
+        """End of the run: MLflow gets the pictures, summary.json and the model as artifacts."""
         if self.writer is not None:
             self.writer.close()
+        if self.mlflow is not None:
+            self.mlflow.artifacts([self.out / n for n in ("metrics.png", "confusion_val.png", "most_wrong_val.png",
+                                                          "summary.json", "config.yaml", "best.pt")])
+            self.mlflow.close()
 
 
 def most_wrong(probs: np.ndarray, true: np.ndarray, k: int = 16) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""The toolbox ablation: each technique against the default recipe, on the same person-level folds.
+
+    python benchmarks/bench_ablation.py --data-dir ../shared/data/maskproxy/train --out runs/ablation \
+        [--folds 3] [--base "data.max_people=1000 train.epochs=4 model.freeze_blocks=6"] [--rows baseline,focal,...] [--deadline-s N]
+
+Every row is one `maskgate kfold` (same seed, hence the same people in every fold for every row, and the
+same cached trunk features: only the technique differs) into OUT/<row>; rerun and finished folds are
+skipped, a killed one resumes. Writes OUT/ablation_runs.csv (one line per row and fold), OUT/ablation.csv
+and OUT/ablation.md (mean +- std over the folds, and the paired difference to the baseline fold by fold,
+which cancels most of the fold-to-fold spread), and OUT/ablation.png.
+
+The scores are validation macro F1 without the age-band offsets (those are tuned on the validation rows
+themselves, so they flatter every row a little); the tuned ones are listed beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# name -> (overrides, what it tests). The baseline is the shipped config under --base.
+ROWS: dict[str, tuple[str, str]] = {
+    "baseline": ("", "default recipe: CE + label smoothing, soft age targets, sqrt age weights, age regression"),
+    "focal": ("train.loss=focal", "focal loss (gamma 2) on every head"),
+    "ce+soft_f1": ("train.loss=ce+soft_f1", "CE plus differentiable macro F1 per head"),
+    "ldam": ("train.loss=ldam", "LDAM margin loss per head"),
+    "weighted_ce": ("train.age_balance=inverse train.class_balance={mask: inverse, gender: inverse}",
+                    "class-weighted CE, inverse frequency, every head"),
+    "sampler18": ("train.sampler=balanced", "weighted sampling by 18-class, power 0.5"),
+    "sampler_old": ("train.sampler=balanced train.balance_by=age_band train.oversample_old=2",
+                    "weighted sampling by age band, >=60 x2"),
+    "drop_ages": ("train.drop_ages=[[27,29],[57,59]]", "boundary ages 27-29 and 57-59 left out of training"),
+    "old_from_58": ("train.old_age_from=58", ">=58 counted as >=60 in training labels"),
+    "cutmix_half": ("train.mix=cutmix_half", "half-image CutMix (feature-map halves), p 0.5"),
+    "cutmix_same": ("train.mix=cutmix_half train.mix_same_class=true", "half CutMix, same-class partners only"),
+    "mixup_old": ("train.mix=mixup train.mix_age_bands=[2]", "mixup among >=60 rows only"),
+    "erase": ("train.erase=0.25", "random erasing (of feature maps), p 0.25"),
+    "head18": ("model.head=class18", "one 18-way head instead of three"),
+    "head_deep": ("model.head=deep", "three deeper branches (hidden 256)"),
+    "sgd_cosine": ("train.optimizer=sgd train.lr=0.02 train.scheduler=cosine", "SGD Nesterov, cosine + warm-up"),
+    "early_stop": ("train.epochs=8 train.early_stop=2", "twice the epochs, stop after 2 epochs without a better F1"),
+}
+
+
+def run_row(name: str, overrides: str, a, env) -> list[dict]:
+    out = Path(a.out) / name
+    cmd = [sys.executable, "-m", "maskgate", "kfold", "--data-dir", a.data_dir, "--out", str(out),
+           "--folds", str(a.folds), *_split_overrides(a.base), *_split_overrides(overrides)]
+    t0 = time.time()
+    with open(Path(a.out) / f"{name}.log", "a") as logf:
+        r = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    if r.returncode:
+        print(f"[ablation] {name}: maskgate kfold failed ({r.returncode}); see {out}.log", flush=True)
+        return []
+    rows = []
+    for k in range(a.folds):
+        s = json.loads((out / f"fold{k}" / "summary.json").read_text())
+        v, vb = s["val"], s["val_with_age_bias"]
+        rows.append({"row": name, "fold": k, "val_f1": v["macro_f1"], "val_f1_tuned": vb["macro_f1"],
+                     "gender_acc": v["gender_acc"], "age_acc": v["age_acc"], "best_epoch": s["best_epoch"],
+                     "seconds": s["seconds"]})
+    print(f"[ablation] {name}: " + ", ".join(f"{r['val_f1']:.4f}" for r in rows)
+          + f"  ({time.time() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def _split_overrides(text: str) -> list[str]:
+    """'a=1 b={x: 1, y: 2}' -> ['a=1', 'b={x: 1, y: 2}']: spaces inside brackets do not split."""
+    out, cur, depth = [], "", 0
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == " " and depth == 0:
+            if cur:
+                out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + ([cur] if cur else [])
+
+
+def summarise(runs: pd.DataFrame, out: Path, base_desc: str) -> pd.DataFrame:
+    base = runs[runs["row"] == "baseline"].set_index("fold")["val_f1"]
+    table = []
+    for name, g in runs.groupby("row", sort=False):
+        f1 = g.set_index("fold")["val_f1"]
+        d = (f1 - base.reindex(f1.index)).dropna()
+        table.append({"row": name, "what": ROWS.get(name, ("", ""))[1], "folds": len(g),
+                      "val_f1": f1.mean(), "std": f1.std(ddof=1), "delta": d.mean() if len(d) else np.nan,
+                      "delta_std": d.std(ddof=1) if len(d) > 1 else np.nan,
+                      "val_f1_tuned": g["val_f1_tuned"].mean(), "gender_acc": g["gender_acc"].mean(),
+                      "age_acc": g["age_acc"].mean(), "min_per_run": g["seconds"].mean() / 60})
+    t = pd.DataFrame(table)
+    t.round(4).to_csv(out / "ablation.csv", index=False)
+    lines = [f"Recipe: {base_desc}; {int(t['folds'].max())} person-level folds, same folds and cached features "
+             "in every row. macro F1 = validation, without age offsets; delta = paired difference to the "
+             "baseline, fold by fold (mean +- std).", "",
+             "| row | what | macro F1 (mean +- std) | delta vs baseline | tuned F1 | gender | age | min/run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        delta = "-" if r.row == "baseline" or np.isnan(r.delta) else f"{r.delta:+.4f} +- {r.delta_std:.4f}"
+        lines.append(f"| {r.row} | {r.what} | {r.val_f1:.4f} +- {r.std:.4f} | {delta} | {r.val_f1_tuned:.4f} | "
+                     f"{r.gender_acc:.3f} | {r.age_acc:.3f} | {r.min_per_run:.1f} |")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    _plot(t, out / "ablation.png")
+    return t
+
+
+def _plot(t: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = t[t["row"] != "baseline"].sort_values("delta")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))
+    colours = ["tab:green" if x > 0 else "tab:red" for x in d["delta"]]
+    ax.barh(d["row"], d["delta"], xerr=d["delta_std"].fillna(0), color=colours, alpha=0.8, capsize=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("validation macro F1 minus the baseline's, same folds (mean +- std)")
+    ax.set_title("maskgate toolbox ablation")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--base", default="data.max_people=1000 train.epochs=4 model.freeze_blocks=6",
+                    help="overrides of every row: the shorter recipe (2 CPU cores)")
+    ap.add_argument("--rows", help=f"comma-separated rows (default all: {', '.join(ROWS)})")
+    ap.add_argument("--deadline-s", type=float, default=0, help="start no row after this many seconds")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = a.rows.split(",") if a.rows else list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        sys.exit(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    if "baseline" not in names:
+        names.insert(0, "baseline")
+    t_all = time.time()
+    runs = []
+    for name in names:
+        if a.deadline_s and time.time() - t_all > a.deadline_s:
+            print(f"[ablation] {name}: skipped (past --deadline-s)", flush=True)
+            continue
+        runs += run_row(name, ROWS[name][0], a, dict(os.environ))
+        if runs:
+            summarise(pd.DataFrame(runs), out, a.base)
+    if runs:
+        print((out / "ablation.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
