@@ -19,6 +19,7 @@ from PIL import Image
 
 from .data.duplicates import dhash, near_pairs  # noqa: F401 - near_pairs: the report's pairs
 from .data.layout import read_train
+from .html_page import write_page
 from .labels import AGE_BOUNDS, NUM_CLASSES, class_name
 
 def _pairs_picture(pairs: pd.DataFrame, side: int = 112) -> np.ndarray:
@@ -116,9 +117,5 @@ def inspect_layout(data_dir: str | os.PathLike, out: str | os.PathLike, near: in
         parts.append(dup.sort_values("distance", kind="stable").head(50).to_html(index=False))
     else:
         parts.append("<p>none</p>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>maskgate inspect</title><style>"
-            "body{font-family:system-ui,sans-serif;max-width:1000px;margin:auto;padding:12px}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    (out / "index.html").write_text(page, encoding="utf-8")
+    write_page(out / "index.html", "maskgate inspect", parts)
     return summary

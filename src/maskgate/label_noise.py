@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .html_page import write_page
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES
 
 PROB_COLS = [f"p{k}" for k in range(18)]
@@ -137,9 +138,5 @@ def noise_report(oof_path: str | os.PathLike, out: str | os.PathLike, top: int =
              f"<h2>Photos whose mask state looks mislabelled ({summary['mask_issues']} flagged; first {top})</h2>"]
     mask_flagged = photos[photos["mask_issue"]]
     parts.append(_table(mask_flagged.head(top), "path", cols_m) if len(mask_flagged) else "<p>none</p>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>maskgate noise</title><style>"
-            "body{font-family:system-ui,sans-serif;max-width:1000px;margin:auto;padding:12px}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-            "</style></head><body>" + "\n".join(parts) + "</body></html>")
-    (out / "index.html").write_text(page, encoding="utf-8")
+    write_page(out / "index.html", "maskgate noise", parts)
     return summary
