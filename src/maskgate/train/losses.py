@@ -138,7 +138,10 @@ class MultiTaskLoss(nn.Module):
         age_t = soft_age_targets(batch["age"], self.sigma, self.eps)
         w = self.age_w.to(age_t.device)[batch["age_band"].long()]
         parts["age"] = (self.fns["age"](out["age"], age_t) * w).sum() / w.sum()
-        total = sum(self.task_w[k] * v for k, v in parts.items())
+        return self._plus_age_regression(sum(self.task_w[k] * v for k, v in parts.items()), parts, out, batch)
+
+    def _plus_age_regression(self, total: torch.Tensor, parts: dict, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Every head kind: + the auxiliary age-in-years regression; (total, parts as floats)."""
         if self.reg_w > 0:
             parts["age_reg"] = F.smooth_l1_loss(out["age_years"].float() / 10, batch["age"].float() / 10)
             total = total + self.reg_w * parts["age_reg"]
@@ -154,8 +157,4 @@ class MultiTaskLoss(nn.Module):
         w = (self.mask_w.to(target.device)[batch["mask"].long()] * self.gender_w.to(target.device)[batch["gender"].long()]
              * self.age_w.to(target.device)[batch["age_band"].long()])
         parts = {"class18": (self.fns["class18"](out["class18"], target) * w).sum() / w.sum()}
-        total = parts["class18"]
-        if self.reg_w > 0:
-            parts["age_reg"] = F.smooth_l1_loss(out["age_years"].float() / 10, batch["age"].float() / 10)
-            total = total + self.reg_w * parts["age_reg"]
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        return self._plus_age_regression(parts["class18"], parts, out, batch)

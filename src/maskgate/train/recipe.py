@@ -305,8 +305,8 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     del crops, alphas, images
     counts = {task: np.bincount(train_targets[key], minlength=n)
               for task, key, n in (("mask", "mask", 3), ("gender", "gender", 2), ("age", "age_band", 3))}
-    counts["class18"] = np.bincount(encode(train_targets["mask"], train_targets["gender"], train_targets["age_band"]),
-                                    minlength=18)
+    class18 = encode(train_targets["mask"], train_targets["gender"], train_targets["age_band"])
+    counts["class18"] = np.bincount(class18, minlength=18)
     loss_fn = MultiTaskLoss(t, counts, m["head"]).to(device)
     arch = {"backbone": m["backbone"], "freeze_blocks": net.freeze_blocks, "dropout": float(m["dropout"]),
             "head": m["head"]}
@@ -340,8 +340,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         raise ValueError(f"train.sampler={t['sampler']} cannot be combined with extra sources yet (their own "
                          "`sources` sampler makes every batch); leave one of them out")
     if t.get("sampler"):
-        by = train_targets[t["balance_by"]] if t["balance_by"] != "class18" else encode(
-            train_targets["mask"], train_targets["gender"], train_targets["age_band"])
+        by = train_targets[t["balance_by"]] if t["balance_by"] != "class18" else class18
         sampler = create_sampler(t["sampler"], classes=by, power=float(t["balance_power"]),
                                  age_band=train_targets["age_band"], oversample_old=float(t["oversample_old"]),
                                  seed=loop_cfg.seed)
