@@ -81,3 +81,22 @@ def test_duplicate_groups_link_ids_by_identical_hashes_transitively():
     assert g == {"a": "a", "b": "a", "c": "a", "d": "a"}  # 7 is shared by 4 people (> 3): a blank, not a duplicate
     usable[[0, 2]] = False  # hash 1 unusable: b no longer linked
     assert "b" not in duplicate_groups(person, hashes, usable, max_people=3)
+
+
+def test_duplicate_groups_near_needs_two_matching_photos_on_each_side():
+    from maskgate.data.duplicates import duplicate_groups
+
+    flip = lambda h, *bits: np.uint64(int(h) ^ sum(1 << b for b in bits))  # noqa: E731
+    a1, a2, a3 = np.uint64(0x0F0F_3C3C_5A5A_9999), np.uint64(0x1234_5678_9ABC_DEF0), np.uint64(0xFFFF_0000_AAAA_5555)
+    person = np.array(["a", "a", "a", "b", "b", "c", "c", "d", "d"])
+    hashes = np.array([a1, a2, a3,
+                       flip(a1, 3), flip(a2, 7, 40),      # b: two of a's photos re-encoded (1 and 2 bits off)
+                       flip(a1, 5, 9), np.uint64(77),     # c: one photo 2 bits from a's, one unrelated
+                       flip(a3, 1, 2, 3), np.uint64(0xABCD_0000_0000_0000)], np.uint64)  # d: 3 bits off, too far at near=2
+    assert duplicate_groups(person, hashes) == {}          # near=0: no identical hash
+    assert duplicate_groups(person, hashes, near=2) == {"a": "a", "b": "a"}
+    # one photo of c matching two of a's is still one photo of c: not linked
+    hashes2 = hashes.copy()
+    hashes2[1] = flip(a1, 5)  # now c's first photo is within 2 bits of two of a's
+    assert "c" not in duplicate_groups(person, hashes2, near=2)
+    assert duplicate_groups(person, hashes, near=2, min_pairs=1) == {"a": "a", "b": "a", "c": "a"}

@@ -117,6 +117,8 @@ def validate(cfg: dict) -> None:
         (float(t["balance_power"]) >= 0 and float(t["oversample_old"]) > 0,
          "train.balance_power must be >= 0 and train.oversample_old > 0"),
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),
+        (isinstance(cfg["data"]["duplicate_near"], int) and 0 <= cfg["data"]["duplicate_near"] <= 8,
+         "data.duplicate_near must be a whole number of bits in 0..8 (0 = identical photos only)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
         (m["head"] in ("multi", "deep", "class18"), "model.head must be multi, deep or class18"),
         (m["unfreeze_at"] is None or (isinstance(m["unfreeze_at"], int) and m["unfreeze_at"] >= 1),

@@ -1,7 +1,8 @@
 """The same photo under different person ids: difference hashes, near pairs, and the groups a split keeps together.
 
 A person-level split is only leak-free if two ids that share a photo (one person filed twice, as 87
-people of maskproxy train are) fall on the same side; `duplicate_groups` links them for data/splits.py.
+people of maskproxy train are) fall on the same side; `duplicate_groups` links them for data/splits.py,
+by identical hashes and (`data.duplicate_near`) by several photos that differ by a bit or two.
 """
 from __future__ import annotations
 
@@ -47,15 +48,19 @@ def near_pairs(hashes: np.ndarray, owner: np.ndarray, near: int, chunk: int = 10
 
 
 def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray | None = None,
-                     max_people: int = 4) -> dict[str, str]:
-    """person -> the id its group is filed under (the smallest id of the group), for people linked by an
-    identical photo hash (distance 0), transitively. Only people in a group of two or more appear.
+                     max_people: int = 4, near: int = 0, min_pairs: int = 2) -> dict[str, str]:
+    """person -> the id its group is filed under (the smallest id of the group), for people linked by a
+    shared photo, transitively. Only people in a group of two or more appear.
 
+    Two people are linked by one identical photo hash (distance 0), or, with `near` > 0, by at least
+    `min_pairs` photo pairs within `near` bits: a person filed twice shares all their photos, each maybe
+    re-encoded a bit differently, while two strangers' photos come that close once by chance at most.
     `usable`: rows whose hash means something (not a flat or blank image). A hash shared by more than
     `max_people` people is taken for a degenerate picture (a blank frame, a placeholder), not a duplicate.
     """
     person = np.array([str(p) for p in person], dtype=object)
     keep = np.ones(len(person), bool) if usable is None else np.asarray(usable, bool)
+    person, hashes = person[keep], np.asarray(hashes, np.uint64)[keep]
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -63,14 +68,31 @@ def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray 
             x = parent[x]
         return x
 
+    def link(a: str, b: str) -> None:
+        a, b = find(a), find(b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
     by_hash: dict[int, set[str]] = {}
-    for p, h in zip(person[keep], np.asarray(hashes, np.uint64)[keep]):
+    for p, h in zip(person, hashes):
         by_hash.setdefault(int(h), set()).add(p)
-    for ids in by_hash.values():
-        if 2 <= len(ids) <= max_people:
+    degenerate = {h for h, ids in by_hash.items() if len(ids) > max_people}
+    for h, ids in by_hash.items():
+        if h not in degenerate and len(ids) >= 2:
             ids = sorted(ids)
             for other in ids[1:]:
-                a, b = find(ids[0]), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+                link(ids[0], other)
+    if near > 0:
+        photos: dict[tuple[str, str], tuple[set, set]] = {}  # the distinct photos of each side that match
+        for i, j, _ in near_pairs(hashes, person, near):
+            if int(hashes[i]) in degenerate or int(hashes[j]) in degenerate:
+                continue
+            if person[i] > person[j]:
+                i, j = j, i
+            a, b = photos.setdefault((person[i], person[j]), (set(), set()))
+            a.add(i)
+            b.add(j)
+        for (pa, pb), (a, b) in photos.items():
+            if min(len(a), len(b)) >= min_pairs:
+                link(pa, pb)
     return {str(p): str(find(p)) for p in parent} | {str(find(p)): str(find(p)) for p in parent}

@@ -44,55 +44,54 @@ class Schedule:
         if name not in SCHEDULES:
             raise ValueError(f"train.scheduler={name!r}: choose from {', '.join(SCHEDULES)}")
         self.name, self.opt, self.updates = name, opt, 0
-        self.torch_sched = self.timm_sched = self.plateau = None
+        # one inner scheduler (or none: a constant rate), and how it is driven: "batch" (torch, step() per
+        # optimiser step), "timm" (step_update per step, step per epoch) or "plateau" (per epoch, on the metric)
+        self.inner, self.drive = None, None
         total = epochs * steps_per_epoch
-        if name == "onecycle" and total >= 4:
+        if name == "onecycle" and total >= 4:  # under 4 steps in all: a constant learning rate
             # the warm-up must span at least 2 steps (OneCycleLR divides by its length - 1)
-            self.torch_sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.inner, self.drive = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=[g.get("lr", lr) for g in opt.param_groups], total_steps=total,
                 pct_start=min(max(warmup_frac, 2.0 / total), 0.5),
-                anneal_strategy="cos", div_factor=20, final_div_factor=200)
-        elif name == "onecycle":
-            pass  # under 4 steps in all: a constant learning rate
+                anneal_strategy="cos", div_factor=20, final_div_factor=200), "batch"
         elif name == "plateau":
-            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=decay_rate,
-                                                                      patience=patience - 1, threshold=0.0)
-        elif name != "none":
+            self.inner, self.drive = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=decay_rate, patience=patience - 1, threshold=0.0), "plateau"
+        elif name in ("cosine", "step"):
             from timm.scheduler import create_scheduler_v2
 
-            self.timm_sched, _ = create_scheduler_v2(
+            self.inner, _ = create_scheduler_v2(
                 opt, sched=name, num_epochs=epochs, warmup_epochs=warmup_frac * epochs, warmup_lr=lr / 20,
                 min_lr=lr / 200 if name == "cosine" else 0.0, decay_epochs=step_epochs, decay_rate=decay_rate,
                 step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+            self.drive = "timm"
 
     def batch(self) -> None:
         self.updates += 1
-        if self.torch_sched is not None:
-            self.torch_sched.step()
-        elif self.timm_sched is not None:
-            self.timm_sched.step_update(self.updates)
+        if self.drive == "batch":
+            self.inner.step()
+        elif self.drive == "timm":
+            self.inner.step_update(self.updates)
 
     def epoch(self, epoch: int, metric: float | None) -> None:
         """`epoch` = epochs done; `metric` = this epoch's validation macro F1 (None off the main process)."""
-        if self.timm_sched is not None:
-            self.timm_sched.step(epoch)
-        elif self.plateau is not None and metric is not None:
-            self.plateau.step(metric)
+        if self.drive == "timm":
+            self.inner.step(epoch)
+        elif self.drive == "plateau" and metric is not None:
+            self.inner.step(metric)
 
     def last_lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
-        inner = self.torch_sched or self.timm_sched or self.plateau
-        return {"updates": self.updates, "inner": inner.state_dict() if inner is not None else None}
+        return {"updates": self.updates, "inner": self.inner.state_dict() if self.inner is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         if "updates" not in state:  # a checkpoint from before train.scheduler: OneCycleLR's own state
             state = {"updates": state.get("_step_count", 1) - 1, "inner": state}
         self.updates = state["updates"]
-        inner = self.torch_sched or self.timm_sched or self.plateau
-        if inner is not None:
-            inner.load_state_dict(state["inner"])
+        if self.inner is not None:
+            self.inner.load_state_dict(state["inner"])
 
 
 @dataclass

@@ -80,12 +80,12 @@ def _barrier():
         dist.barrier()
 
 
-def duplicate_groups_of(samples: pd.DataFrame, crops: np.ndarray, rows: np.ndarray) -> dict[str, str]:
+def duplicate_groups_of(samples: pd.DataFrame, crops: np.ndarray, rows: np.ndarray, near: int = 0) -> dict[str, str]:
     """Person ids whose face crops (crops[rows], one per sample) are the same picture (equal difference
-    hashes; flat crops ignored)."""
+    hashes, or >= 2 photos within `near` bits; flat crops ignored)."""
     hashes = np.array([dhash_image(crops[i]) for i in rows], np.uint64)
     usable = np.array([float(crops[i][::4, ::4].std()) > 8.0 for i in rows])
-    return duplicate_groups(samples["person"].to_numpy(), hashes, usable)
+    return duplicate_groups(samples["person"].to_numpy(), hashes, usable, near=near)
 
 
 def build_preprocess(cfg: dict) -> Preprocess:
@@ -225,7 +225,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     # share a photo stay on one side
     groups = None
     if d.get("group_duplicates", True):
-        groups = duplicate_groups_of(main_samples, crops, crop_of_row[:n_main])
+        groups = duplicate_groups_of(main_samples, crops, crop_of_row[:n_main], int(d["duplicate_near"]))
         if groups:
             log(f"{len(groups)} person ids share a photo with another id: kept together in "
                 f"{len(set(groups.values()))} groups on one side of the split (data.group_duplicates)")
