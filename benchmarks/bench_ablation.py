@@ -1,7 +1,8 @@
 """The toolbox ablation: each technique against the default recipe, on the same person-level folds.
 
     python benchmarks/bench_ablation.py --data-dir ../shared/data/maskproxy/train --out runs/ablation \
-        [--folds 3] [--base "data.max_people=1000 train.epochs=4 model.freeze_blocks=6"] [--rows baseline,focal,...] [--deadline-s N]
+        [--folds 3] [--base "data.max_people=1000 train.epochs=4 model.freeze_blocks=6 data.duplicate_near=0"]
+        [--rows baseline,focal,...] [--deadline-s N]
 
 Every row is one `maskgate kfold` (same seed, hence the same people in every fold for every row, and the
 same cached trunk features: only the technique differs) into OUT/<row>; rerun and finished folds are
@@ -136,8 +137,9 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--base", default="data.max_people=1000 train.epochs=4 model.freeze_blocks=6",
-                    help="overrides of every row: the shorter recipe (2 CPU cores)")
+    ap.add_argument("--base", default="data.max_people=1000 train.epochs=4 model.freeze_blocks=6 data.duplicate_near=0",
+                    help="overrides of every row: the shorter recipe (2 CPU cores), and the duplicate grouping "
+                         "the measured folds were made with")
     ap.add_argument("--rows", help=f"comma-separated rows (default all: {', '.join(ROWS)})")
     ap.add_argument("--deadline-s", type=float, default=0, help="start no row after this many seconds")
     a = ap.parse_args()
