@@ -74,13 +74,14 @@ def test_people_sharing_a_photo_stay_on_one_side():
 def test_duplicate_groups_link_ids_by_identical_hashes_transitively():
     from maskgate.data.duplicates import duplicate_groups
 
-    person = np.array(["a", "a", "b", "c", "c", "d", "e", "f", "g", "h", "i"])
-    hashes = np.array([1, 2, 1, 2, 3, 3, 9, 7, 7, 7, 7], np.uint64)  # a-b by 1, a-c by 2, c-d by 3
+    person = np.array(["a", "a", "b", "c", "c", "d", "e", "f", "g", "h", "i", "j"])
+    hashes = np.array([1, 2, 1, 2, 3, 3, 9, 7, 7, 7, 7, 7], np.uint64)  # a-b by 1, a-c by 2, c-d by 3
     usable = np.ones(len(person), bool)
-    g = duplicate_groups(person, hashes, usable, max_people=3)
-    assert g == {"a": "a", "b": "a", "c": "a", "d": "a"}  # 7 is shared by 4 people (> 3): a blank, not a duplicate
+    g = duplicate_groups(person, hashes, usable, max_people=4)
+    assert g == {"a": "a", "b": "a", "c": "a", "d": "a"}  # 7 is shared by 5 people (> 4): a blank, not a duplicate
     usable[[0, 2]] = False  # hash 1 unusable: b no longer linked
-    assert "b" not in duplicate_groups(person, hashes, usable, max_people=3)
+    assert "b" not in duplicate_groups(person, hashes, usable, max_people=4)
+    assert len(duplicate_groups(person, hashes, max_people=3)) == 3  # a group never grows past max_people
 
 
 def test_duplicate_groups_near_needs_two_matching_photos_on_each_side():
@@ -100,3 +101,18 @@ def test_duplicate_groups_near_needs_two_matching_photos_on_each_side():
     hashes2[1] = flip(a1, 5)  # now c's first photo is within 2 bits of two of a's
     assert "c" not in duplicate_groups(person, hashes2, near=2)
     assert duplicate_groups(person, hashes, near=2, min_pairs=1) == {"a": "a", "b": "a", "c": "a"}
+
+
+def test_duplicate_groups_never_chain_past_max_people():
+    from maskgate.data.duplicates import duplicate_groups
+
+    # 6 people whose photos are each 1 bit from the next person's: a chain of look-alikes, not one person
+    base = [np.uint64(0x0F0F_3C3C_5A5A_9999), np.uint64(0x1234_5678_9ABC_DEF0)]
+    person, hashes = [], []
+    for k in range(6):
+        for h in base:
+            person.append(f"p{k}")
+            hashes.append(np.uint64(int(h) ^ ((1 << k) - 1)))  # k low bits flipped: 1 bit from p(k-1)
+    g = duplicate_groups(np.array(person), np.array(hashes, np.uint64), near=1, max_people=3)
+    sizes = pd.Series(list(g.values())).value_counts()
+    assert sizes.max() <= 3 and len(g) >= 4

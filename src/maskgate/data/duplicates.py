@@ -56,7 +56,8 @@ def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray 
     `min_pairs` photo pairs within `near` bits: a person filed twice shares all their photos, each maybe
     re-encoded a bit differently, while two strangers' photos come that close once by chance at most.
     `usable`: rows whose hash means something (not a flat or blank image). A hash shared by more than
-    `max_people` people is taken for a degenerate picture (a blank frame, a placeholder), not a duplicate.
+    `max_people` people is taken for a degenerate picture (a blank frame, a placeholder), not a duplicate,
+    and no group grows past `max_people` ids (links are taken identical hashes first, then by the number of matching photos).
     """
     person = np.array([str(p) for p in person], dtype=object)
     keep = np.ones(len(person), bool) if usable is None else np.asarray(usable, bool)
@@ -68,10 +69,13 @@ def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray 
             x = parent[x]
         return x
 
+    size: dict[str, int] = {}
+
     def link(a: str, b: str) -> None:
         a, b = find(a), find(b)
-        if a != b:
+        if a != b and size.get(a, 1) + size.get(b, 1) <= max_people:  # no chains of look-alikes
             parent[max(a, b)] = min(a, b)
+            size[min(a, b)] = size.get(a, 1) + size.get(b, 1)
 
     by_hash: dict[int, set[str]] = {}
     for p, h in zip(person, hashes):
@@ -92,7 +96,8 @@ def duplicate_groups(person: np.ndarray, hashes: np.ndarray, usable: np.ndarray 
             a, b = photos.setdefault((person[i], person[j]), (set(), set()))
             a.add(i)
             b.add(j)
-        for (pa, pb), (a, b) in photos.items():
-            if min(len(a), len(b)) >= min_pairs:
+        strength = {k: min(len(a), len(b)) for k, (a, b) in photos.items()}
+        for (pa, pb), n in sorted(strength.items(), key=lambda kv: (-kv[1], kv[0])):  # strongest first
+            if n >= min_pairs:
                 link(pa, pb)
     return {str(p): str(find(p)) for p in parent} | {str(find(p)): str(find(p)) for p in parent}
