@@ -47,6 +47,8 @@ ROWS: dict[str, tuple[str, str]] = {
     "head_deep": ("model.head=deep", "three deeper branches (hidden 256)"),
     "sgd_cosine": ("train.optimizer=sgd train.lr=0.02 train.scheduler=cosine", "SGD Nesterov, cosine + warm-up"),
     "early_stop": ("train.epochs=8 train.early_stop=2", "twice the epochs, stop after 2 epochs without a better F1"),
+    "combo": ("model.head=class18 train.sampler=balanced train.loss=focal train.drop_ages=[[27,29],[57,59]]",
+              "the rows above that gained most, together: 18-way head, 18-class sampler, focal, drop ages"),
 }
 
 
@@ -60,15 +62,20 @@ def run_row(name: str, overrides: str, a, env) -> list[dict]:
     if r.returncode:
         print(f"[ablation] {name}: maskgate kfold failed ({r.returncode}); see {out}.log", flush=True)
         return []
+    rows = _fold_rows(out, name, a.folds)
+    print(f"[ablation] {name}: " + ", ".join(f"{r['val_f1']:.4f}" for r in rows)
+          + f"  ({time.time() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def _fold_rows(row_dir: Path, name: str, folds: int) -> list[dict]:
     rows = []
-    for k in range(a.folds):
-        s = json.loads((out / f"fold{k}" / "summary.json").read_text())
+    for k in range(folds):
+        s = json.loads((row_dir / f"fold{k}" / "summary.json").read_text())
         v, vb = s["val"], s["val_with_age_bias"]
         rows.append({"row": name, "fold": k, "val_f1": v["macro_f1"], "val_f1_tuned": vb["macro_f1"],
                      "gender_acc": v["gender_acc"], "age_acc": v["age_acc"], "best_epoch": s["best_epoch"],
                      "seconds": s["seconds"]})
-    print(f"[ablation] {name}: " + ", ".join(f"{r['val_f1']:.4f}" for r in rows)
-          + f"  ({time.time() - t0:.0f}s)", flush=True)
     return rows
 
 
@@ -160,8 +167,19 @@ def main() -> None:
         runs += run_row(name, ROWS[name][0], a, dict(os.environ))
         if runs:
             summarise(pd.DataFrame(runs), out, a.base)
-    if runs:
+    done = collect(out, a.folds)      # every finished row, also those of earlier invocations
+    if len(done):
+        summarise(done, out, a.base)
         print((out / "ablation.md").read_text())
+
+
+def collect(out: Path, folds: int) -> pd.DataFrame:
+    """The rows of OUT whose every fold has finished, in ROWS order: one table over all invocations."""
+    rows = []
+    for name in ROWS:
+        if all((out / name / f"fold{k}" / "summary.json").exists() for k in range(folds)):
+            rows += _fold_rows(out / name, name, folds)
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":

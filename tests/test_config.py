@@ -39,3 +39,23 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     (tmp_path / "gpu").write_text("train:\n  epochs: 2\n")
     assert load_config("gpu")["train"]["epochs"] == 2
     assert load_config("gpu")["model"]["freeze_blocks"] == default_config()["model"]["freeze_blocks"]
+
+
+def test_saved_config_of_an_older_version_resumes_as_it_was_trained():
+    """A run saved before data.duplicate_near existed linked only identical hashes: resumed, it still does."""
+    from maskgate.config import complete_saved, default_config
+
+    old = default_config()
+    del old["data"]["duplicate_near"]
+    old["train"]["epochs"] = 3
+    cfg = complete_saved(old)
+    assert cfg["data"]["duplicate_near"] == 0          # the behaviour of the version that saved it
+    assert cfg["train"]["epochs"] == 3                 # what was saved is kept
+    saved_now = default_config()
+    saved_now["data"]["duplicate_near"] = 4
+    assert complete_saved(saved_now)["data"]["duplicate_near"] == 4
+    del old["train"]["label_smoothing"]                # a key with no recorded legacy value: today's default
+    assert complete_saved(old)["train"]["label_smoothing"] == default_config()["train"]["label_smoothing"]
+    old["train"]["no_such_key"] = 1
+    with pytest.raises(ConfigError, match="no_such_key"):
+        complete_saved(old)

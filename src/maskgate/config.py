@@ -56,6 +56,29 @@ def _merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
     return out
 
 
+# Keys added after runs had been saved, each with the value that behaves as maskgate did before the key
+# existed (not necessarily today's default), so that an older run resumed continues as it started.
+ADDED_KEYS: dict[str, Any] = {"data.duplicate_near": 0}
+
+
+def complete_saved(saved: dict) -> dict:
+    """A config saved in a run folder, completed with the keys it predates (ADDED_KEYS, else the default)."""
+    base = default_config()
+    for key, value in ADDED_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = saved
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if not (isinstance(node, dict) and leaf in node):
+            target = base
+            for p in parents:
+                target = target[p]
+            target[leaf] = value
+    cfg = _merge(base, saved, "the saved config")
+    validate(cfg)
+    return cfg
+
+
 def parse_override(item: str) -> dict:
     """'train.epochs=3' -> {'train': {'epochs': 3}}; values are parsed as YAML (true/false/numbers/lists)."""
     if "=" not in item:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from ..config import dump_config
+from ..config import complete_saved, dump_config
 from ..data.duplicates import dhash_image, duplicate_groups
 from ..data.layout import LayoutError, read_train
 from ..data.sources import SourceSpec, read_labelled
@@ -176,7 +176,7 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         if not (out / "last.pt").is_file():
             raise FileNotFoundError(f"{out}/last.pt: nothing to resume")
         resume_state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
-        cfg = resume_state["config"]  # a resumed run continues with the config it started with
+        cfg = complete_saved(resume_state["config"])  # a resumed run continues with the config it started with
         log(f"resuming {out}")
     if is_main():
         dump_config(cfg, out / "config.yaml")
