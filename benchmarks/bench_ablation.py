@@ -49,6 +49,10 @@ ROWS: dict[str, tuple[str, str]] = {
     "early_stop": ("train.epochs=8 train.early_stop=2", "twice the epochs, stop after 2 epochs without a better F1"),
     "combo": ("model.head=class18 train.sampler=balanced train.loss=focal train.drop_ages=[[27,29],[57,59]]",
               "the rows above that gained most, together: 18-way head, 18-class sampler, focal, drop ages"),
+    "head18+sampler18": ("model.head=class18 train.sampler=balanced", "the two largest single gains together"),
+    "sampler18+focal": ("train.sampler=balanced train.loss=focal", "two corrections of imbalance at once"),
+    "erase_half": ("train.erase=0.5", "random erasing, p 0.5"),
+    "erase+sampler18": ("train.erase=0.25 train.sampler=balanced", "random erasing and the 18-class sampler"),
 }
 
 

@@ -32,6 +32,10 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     cfg = load_config("gpu")
     assert cfg["model"]["freeze_blocks"] == 0 and cfg["train"]["cache_features"] is False
     assert cfg["face"] == default_config()["face"]  # the crop is the default one: the same predict path
+    best = load_config("best")  # the measured best CPU recipe: the default with feature erasing on
+    assert best["train"]["erase"] > 0 and best["train"]["cache_features"] is True
+    assert {k: v for k, v in best["train"].items() if k != "erase"} == {
+        k: v for k, v in default_config()["train"].items() if k != "erase"}
     with pytest.raises(ConfigError, match="not a packaged config name.*gpu"):
         load_config("gpu_typo")
     # a file of that name in the working folder wins over the packaged one
