@@ -163,17 +163,13 @@ def main() -> None:
     if "baseline" not in names:
         names.insert(0, "baseline")
     t_all = time.time()
-    runs = []
     for name in names:
         if a.deadline_s and time.time() - t_all > a.deadline_s:
             print(f"[ablation] {name}: skipped (past --deadline-s)", flush=True)
             continue
-        runs += run_row(name, ROWS[name][0], a, dict(os.environ))
-        if runs:
-            summarise(pd.DataFrame(runs), out, a.base)
-    done = collect(out, a.folds)      # every finished row, also those of earlier invocations
-    if len(done):
-        summarise(done, out, a.base)
+        if run_row(name, ROWS[name][0], a, dict(os.environ)):
+            summarise(collect(out, a.folds), out, a.base)  # every finished row, also earlier invocations'
+    if (out / "ablation.md").exists():
         print((out / "ablation.md").read_text())
 
 

@@ -63,18 +63,14 @@ ADDED_KEYS: dict[str, Any] = {"data.duplicate_near": 0}
 
 def complete_saved(saved: dict) -> dict:
     """A config saved in a run folder, completed with the keys it predates (ADDED_KEYS, else the default)."""
-    base = default_config()
+    cfg = _merge(default_config(), saved, "the saved config")  # also checks the saved keys and mappings
     for key, value in ADDED_KEYS.items():
         *parents, leaf = key.split(".")
-        node = saved
+        was, now = saved, cfg
         for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if not (isinstance(node, dict) and leaf in node):
-            target = base
-            for p in parents:
-                target = target[p]
-            target[leaf] = value
-    cfg = _merge(base, saved, "the saved config")
+            was, now = was.get(p, {}), now[p]
+        if leaf not in was:
+            now[leaf] = value
     validate(cfg)
     return cfg
 
