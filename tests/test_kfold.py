@@ -34,10 +34,18 @@ def test_kfold_trains_every_fold_writes_oof_and_resumes(tiny_data, tmp_path):
     (out / "fold1" / "summary.json").unlink()
     r = _cli("kfold", "--data-dir", train, "--out", out, "--folds", "2", *TINY_OVERRIDES, "train.epochs=1")
     assert "fold 1/2: done already" in r.stderr and "fold 2/2: resuming" in r.stderr
-    # the folds as an ensemble, hard vote
-    sub = tmp_path / "sub.csv"
+    # the folds as an ensemble, hard vote; the k-fold folder stands for its folds
+    sub, sub_dir = tmp_path / "sub.csv", tmp_path / "sub_dir.csv"
     _cli("predict", "--data-dir", ev, "--out", sub, "--model", out / "fold0", "--model", out / "fold1", "--vote", "hard")
     assert pd.read_csv(sub)["ans"].between(0, 17).all()
+    _cli("predict", "--data-dir", ev, "--out", sub_dir, "--model", out, "--vote", "hard")
+    assert pd.read_csv(sub_dir).equals(pd.read_csv(sub))
+    from maskgate.models.runtime import expand_members
+
+    assert expand_members([out, "x.onnx"]) == [out / "fold0", out / "fold1", "x.onnx"]
+    (out / "fold1" / "summary.json").unlink()  # a fold still training is named, not left out
+    with pytest.raises(ValueError, match="fold1 did not finish"):
+        expand_members([out])
 
 
 class _Fixed:

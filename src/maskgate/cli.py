@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="csv to write (ImageID,ans for the eval layout)")
     pr.add_argument("--model", action="append",
                     help="run folder, .pt or .onnx bundle (default: the model shipped with maskgate); give it more than "
-                         "once for a soft-vote ensemble (the models must use the same face detector settings)")
+                         "once, or a `maskgate kfold` folder (its folds), for a soft-vote ensemble (the models must use the same face detector settings)")
     pr.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the images here")
     faces = pr.add_mutually_exclusive_group()
     faces.add_argument("--all-faces", dest="all_faces", action="store_true", default=None,

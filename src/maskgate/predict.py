@@ -19,7 +19,7 @@ import numpy as np
 from .data.images import ImageError, read_image
 from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
-from .models.runtime import Runtime, default_model_for, default_model_path, load_runtime
+from .models.runtime import Runtime, default_model_for, default_model_path, expand_members, load_runtime
 
 __all__ = ["FaceResult", "Predictor", "annotate", "default_model_path"]
 
@@ -55,7 +55,8 @@ class Predictor:
                  batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
                  weak_score: float | None = None, det_retry: int | None = None,
                  subject_centre: float | None = None, vote: str = "soft"):
-        """model: a bundle, run folder or loaded model; a list of them averages their class distributions.
+        """model: a bundle, run folder or loaded model; a list of them averages their class distributions;
+        a `maskgate kfold` folder stands for all its folds.
 
         det_size: detect faces on a copy with this longer side instead of the model's `det_max_side`.
         Larger finds smaller faces (camera frames, group photos) at some speed. It only decides where the
@@ -80,7 +81,7 @@ class Predictor:
         self.vote = vote
         where = (det_size, weak_score, det_retry, subject_centre)
         CropSettings().with_detection(*where)  # bad values fail before the model loads
-        members = [default_model_for(device)] if model is None else (
+        members = [default_model_for(device)] if model is None else expand_members(
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:
             raise ValueError("no model given")

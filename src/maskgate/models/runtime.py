@@ -139,6 +139,26 @@ class OnnxRuntime:
         return p.astype(np.float32)
 
 
+def expand_members(models: list[Any]) -> list[Any]:
+    """Each `maskgate kfold` output folder (OUT/fold0, fold1, ... and no best.pt of its own) becomes its folds,
+    so `--model OUT` is the k-fold ensemble; everything else is kept as given. A fold still training is an
+    error that names it, not a silently smaller ensemble."""
+    out: list[Any] = []
+    for m in models:
+        path = Path(m) if isinstance(m, (str, os.PathLike)) else None
+        folds = sorted((d for d in path.glob("fold*") if d.is_dir() and d.name[4:].isdigit()),
+                       key=lambda d: int(d.name[4:])) if path is not None and path.is_dir() else []
+        if not folds or (path / "best.pt").is_file():
+            out.append(m)
+            continue
+        unfinished = [d.name for d in folds if not (d / "summary.json").is_file()]
+        if unfinished:
+            raise ValueError(f"{path}: a k-fold folder whose {', '.join(unfinished)} did not finish (rerun "
+                             "`maskgate kfold` with the same --out to finish it, or name finished folds with --model)")
+        out.extend(folds)
+    return out
+
+
 def load_runtime(model: Any, device: str = "auto") -> Runtime:
     """A path (.onnx file, .pt bundle, run folder), a loaded `MaskClassifier`, or a runtime already."""
     if hasattr(model, "probs") and hasattr(model, "preprocess"):

@@ -4,7 +4,7 @@ Fold k is the run folder OUT/fold{k} (data.folds = K, data.fold = k: each person
 with summary.json is done and skipped, one with last.pt is resumed, the rest start: a killed k-fold run
 goes on fold by fold. OUT/oof.csv: every person's validation predictions from the fold that held them out;
 OUT/kfold.json: per-fold and mean +- std validation macro F1 and the out-of-fold macro F1.
-`maskgate predict --model OUT/fold0 --model OUT/fold1 ...` ensembles the folds (soft or `--vote hard`).
+`maskgate predict --model OUT` ensembles the folds (soft or `--vote hard`), as `--model OUT/fold0 --model OUT/fold1 ...`.
 """
 from __future__ import annotations
 
