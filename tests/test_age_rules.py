@@ -54,3 +54,41 @@ def test_balanced_sampler_oversamples_the_old_band_deterministically():
         shards.append(list(s))
     s.set_shard(0, 1)
     assert sorted(shards[0] + shards[1]) == sorted(a) and len(s) == 1000
+
+
+def test_balance_by_a_group_column_evens_out_its_groups():
+    import pandas as pd
+
+    from maskgate.train.samplers import balance_classes
+
+    rows = pd.DataFrame({"race": ["white"] * 800 + ["black"] * 150 + [None] * 50, "path": ["p"] * 1000})
+    t = {"age_band": np.zeros(1000, int)}
+    by = balance_classes("group:race", t, np.zeros(1000, int), rows)
+    assert set(by) == {"white", "black", ""}  # a missing value is a group of its own
+    d = _draws(create_sampler("balanced", classes=by, power=1.0, seed=0), epochs=5)
+    share = pd.Series(by[d]).value_counts(normalize=True)
+    assert np.allclose(share.to_numpy(), 1 / 3, atol=0.03), share
+    assert (balance_classes("age_band", t, np.ones(1000, int), rows) == 0).all()  # a task's labels, not class18
+    with pytest.raises(ValueError, match="no column 'camera'.*race"):
+        balance_classes("group:camera", t, np.zeros(1000, int), rows)
+
+
+def test_source_shares_hold_and_rows_are_balanced_inside_each_source():
+    """Balanced sampling with extra sources: the batch shares stay the sources', the classes even out within."""
+    from maskgate.train.samplers import balance_weights
+
+    src = np.array([0] * 600 + [1] * 400)
+    cls = np.array([0] * 540 + [1] * 60 + [0] * 200 + [1] * 200)  # source 0 is 9:1, source 1 already 1:1
+    w = np.concatenate([balance_weights(cls[src == k], power=1.0) for k in (0, 1)])
+    s = create_sampler("sources", source_of_row=src, shares=np.array([0.5, 0.5]), batch_size=20, seed=3, weights=w)
+    d = _draws(s, epochs=4)
+    assert len(d) == 4 * 1000 and (src[d] == 0).mean() == pytest.approx(0.5, abs=1e-9)  # 10 + 10 in every batch
+    for k in (0, 1):
+        mine = d[src[d] == k]
+        assert (cls[mine] == 1).mean() == pytest.approx(0.5, abs=0.04)
+    s.set_epoch(1)
+    a = list(s)
+    s.set_epoch(1)
+    assert a == list(s)  # deterministic per epoch (resume)
+    with pytest.raises(ValueError, match="positive weight per row"):
+        create_sampler("sources", source_of_row=src, shares=np.array([0.5, 0.5]), batch_size=20, weights=w[:10])

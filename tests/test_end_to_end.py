@@ -221,6 +221,14 @@ def test_training_with_an_extra_source_of_unmasked_faces(tiny_data, tmp_path, as
 
     info = MaskClassifier.load(run / "best.pt").info
     assert [x["people"] for x in info["sources"]] == [16, 12]  # the model says what it learnt from
+    # the balanced sampler by a person group column, with the source shares still making each batch
+    bal = tmp_path / "bal"
+    cli("train", "--data-dir", train, "--out", bal, *TINY_OVERRIDES, "train.epochs=1",
+        "data.extra=[{path: " + str(src) + ", name: world, share: 0.4}]", "train.sampler=balanced",
+        "train.balance_by=group:race", "train.balance_power=1")
+    log = (bal / "train.log").read_text()
+    assert "sampler balanced by group:race (power 1, >=60 x1.0), inside each source" in log
+    assert "batch shares: main 0.60, world 0.40" in log and pd.read_csv(bal / "metrics.csv")["train_loss"].notna().all()
 
 
 def test_training_with_other_losses_class_balance_and_batch_mixing(tiny_data, tmp_path):

@@ -131,8 +131,10 @@ def validate(cfg: dict) -> None:
         (t["mix_age_bands"] is None or (isinstance(t["mix_age_bands"], list)
                                         and set(t["mix_age_bands"]) <= {0, 1, 2}),
          "train.mix_age_bands must be null or a list of age bands 0, 1, 2"),
-        (t["balance_by"] in ("class18", "age_band", "mask", "gender"),
-         "train.balance_by must be class18, age_band, mask or gender"),
+        (t["balance_by"] in ("class18", "age_band", "mask", "gender")
+         or (isinstance(t["balance_by"], str) and t["balance_by"].startswith("group:") and len(t["balance_by"]) > 6),
+         "train.balance_by must be class18, age_band, mask, gender or group:COLUMN (a person group column of the "
+         "data, e.g. group:race, or group:source)"),
         (float(t["balance_power"]) >= 0 and float(t["oversample_old"]) > 0,
          "train.balance_power must be >= 0 and train.oversample_old > 0"),
         (0 < cfg["data"]["val_fraction"] < 1, "data.val_fraction must be in (0, 1)"),

@@ -40,7 +40,7 @@ from .mixing import make_batch_transform
 from .optim import Unfreeze
 from .images import NO_DRAW, RowImages, crop_landmarks
 from .mask_look import pasted_mask_alphas
-from .samplers import create_sampler, source_shares
+from .samplers import balance_classes, balance_weights, create_sampler, source_shares
 from .tracking import RunTracker, label_grid, most_wrong
 
 
@@ -335,16 +335,15 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                           optimizer=str(t["optimizer"]), momentum=float(t["momentum"]), scheduler=str(t["scheduler"]),
                           step_epochs=int(t["step_epochs"]), decay_rate=float(t["decay_rate"]),
                           early_stop=int(t["early_stop"]))
-    sampler, val_parts = None, None
-    if t.get("sampler") and specs:
-        raise ValueError(f"train.sampler={t['sampler']} cannot be combined with extra sources yet (their own "
-                         "`sources` sampler makes every batch); leave one of them out")
+    sampler, val_parts, by = None, None, None
     if t.get("sampler"):
-        by = train_targets[t["balance_by"]] if t["balance_by"] != "class18" else class18
-        sampler = create_sampler(t["sampler"], classes=by, power=float(t["balance_power"]),
-                                 age_band=train_targets["age_band"], oversample_old=float(t["oversample_old"]),
-                                 seed=loop_cfg.seed)
-        log(f"sampler {t['sampler']} by {t['balance_by']} (power {t['balance_power']}, >=60 x{t['oversample_old']})")
+        by = balance_classes(t["balance_by"], train_targets, class18, samples.iloc[tr_idx])
+        log(f"sampler {t['sampler']} by {t['balance_by']} (power {t['balance_power']}, >=60 x{t['oversample_old']})"
+            + (", inside each source" if specs else ""))
+        if not specs:
+            sampler = create_sampler(t["sampler"], classes=by, power=float(t["balance_power"]),
+                                     age_band=train_targets["age_band"], oversample_old=float(t["oversample_old"]),
+                                     seed=loop_cfg.seed)
     if specs:  # batches made of the sources' shares; each source also scored on its own in validation
         src = samples["source"].to_numpy()
         shares = source_shares([int((src[tr_idx] == k).sum()) for k in range(len(sources))],
@@ -352,8 +351,16 @@ def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
         for s_, sh in zip(sources, shares):
             s_["batch_share"] = round(float(sh), 4)
         log("batch shares: " + ", ".join(f"{s_['name']} {sh:.2f}" for s_, sh in zip(sources, shares)))
+        weights = None
+        if by is not None:  # the balanced sampler's weights, counted inside each source
+            weights = np.zeros(len(tr_idx))
+            for k in range(len(sources)):
+                rows = src[tr_idx] == k
+                if rows.any():
+                    weights[rows] = balance_weights(by[rows], float(t["balance_power"]),
+                                                    train_targets["age_band"][rows], float(t["oversample_old"]))
         sampler = create_sampler("sources", source_of_row=src[tr_idx], shares=shares,
-                                 batch_size=int(t["batch_size"]), seed=loop_cfg.seed)
+                                 batch_size=int(t["batch_size"]), seed=loop_cfg.seed, weights=weights)
         val_parts = {s_["name"]: np.nonzero(src[va_idx] == k)[0] for k, s_ in enumerate(sources)}
     mixing = make_batch_transform(t)
     if mixing is not None:
