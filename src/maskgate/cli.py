@@ -139,6 +139,18 @@ def _evaluate(a) -> int:
     return 0
 
 
+def _soup(a) -> int:
+    from .models.soup import make_soup, save_soup
+
+    model = make_soup(a.model, a.weight or None)
+    save_soup(model, a.out)
+    members = model.info["soup"]["members"]
+    print(json.dumps({"out": str(a.out), "members": members,
+                      "age_bias": [[round(v, 4) for v in row] for row in model.age_bias.tolist()],
+                      "mb": round(Path(a.out).stat().st_size / 1e6, 1)}))
+    return 0
+
+
 def _export(a) -> int:
     import numpy as np
 
@@ -324,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--subject-centre", type=float, metavar="W",
                    help="save this as the model's face.subject_centre (0 = the largest face is the subject)")
     x.set_defaults(fn=_export)
+
+    so = sub.add_parser("soup", help="average the weights of models fine-tuned from one start into one network")
+    so.add_argument("--model", action="append", required=True, help="run folder or .pt bundle; repeat (2 or more)")
+    so.add_argument("--weight", action="append", type=float, default=[],
+                    help="each model's share, in --model order (default: equal)")
+    so.add_argument("--out", required=True, help=".pt bundle to write (graph only, as shipped)")
+    so.set_defaults(fn=_soup)
 
     sv = sub.add_parser("serve", help="HTTP service + web page (camera or upload): POST /v1/predict, /metrics")
     sv.add_argument("--model", action="append", default=[],

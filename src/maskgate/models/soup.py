@@ -1,0 +1,102 @@
+"""Model soup: the weight average of models fine-tuned from one start, saved as one network.
+
+Why: fine-tunes that share a start (e.g. the fw1 and fw2 recipes, both from the GPU model) sit in one
+basin, and their weight average predicts about as well as their soft-vote ensemble at the cost of one
+network (Wortsman et al., "Model soups", ICML 2022), so a shipped model stays one network at the
+same predict speed. Every member is first brought to the same folded form (batch norms folded into
+the convolutions, as in the shipped graph; a bundle with weights is traced to that graph), so members
+with real batch-norm statistics and graph-only members average alike. The soup is saved graph-only,
+like the shipped model: predict, export and `model.init` all take it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .classifier import BUNDLE_FORMAT, MaskClassifier, net_from_arch, script_net
+from .transfer import load_from_graph
+
+
+def _member(path: str | os.PathLike) -> tuple[dict, bytes, Path]:
+    """A member's bundle and its frozen graph (traced here when the bundle has only weights)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"soup: {p}: no model file (a run folder with best.pt, or a .pt bundle)")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - corrupt/foreign file: say which and why
+        raise ValueError(f"soup: {p}: not a readable maskgate model ({e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"soup: {p}: not a maskgate model bundle (an .onnx file cannot be averaged)")
+    graph = blob.get("torchscript")
+    if not graph:
+        if blob.get("state_dict") is None:
+            raise ValueError(f"soup: {p}: the bundle has neither weights nor a graph")
+        model = MaskClassifier.load(p, eager=True)
+        graph = script_net(model.net, model.preprocess.input_size)
+    return blob, graph, p
+
+
+def _same(key: str, first: dict, other: dict, p0: Path, p: Path) -> None:
+    if first[key] != other[key]:
+        raise ValueError(f"soup: {p} has another {key} than {p0} ({other[key]} vs {first[key]}): "
+                         "only models of one architecture and preprocessing can be averaged")
+
+
+def _shape(arch: dict) -> dict:
+    """What fixes the layers (the frozen part does not: it keeps their order)."""
+    return {"backbone": arch["backbone"], "head": arch.get("head", "multi")}
+
+
+def make_soup(paths: Sequence[str | os.PathLike], weights: Sequence[float] | None = None) -> MaskClassifier:
+    """The weighted average (uniform by default) of the members' folded weights and age offsets.
+
+    The members must share the backbone, head and preprocessing (crop, input size, normalisation):
+    the soup keeps the first member's, and its provenance lists every member with its share.
+    """
+    if len(paths) < 2:
+        raise ValueError("soup: give at least two models to average")
+    w = torch.tensor([1.0] * len(paths) if weights is None else list(weights), dtype=torch.float64)
+    if len(w) != len(paths) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"soup: {len(paths)} models need {len(paths)} non-negative weights, not {list(w.tolist())}")
+    w = w / w.sum()
+    members = [_member(p) for p in paths]
+    blob0, _, p0 = members[0]
+    for blob, _, p in members[1:]:
+        _same("arch", {"arch": _shape(blob0["arch"])}, {"arch": _shape(blob["arch"])}, p0, p)
+        _same("preprocess", blob0, blob, p0, p)
+
+    avg: dict[str, torch.Tensor] | None = None
+    bias = torch.zeros(2, 3, dtype=torch.float64)
+    for share, (blob, graph, _) in zip(w, members):
+        net = net_from_arch(blob0["arch"])
+        load_from_graph(net, graph)  # every member in the folded form, whatever it was saved as
+        state = net.state_dict()
+        if avg is None:
+            avg = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in state.items() if v.is_floating_point()}
+        for k in avg:
+            avg[k] += share * state[k].double()
+        bias += share * torch.as_tensor(blob["age_bias"], dtype=torch.float64).reshape(-1, 3).expand(2, 3)
+
+    net = net_from_arch(blob0["arch"])
+    load_from_graph(net, members[0][1])  # the same folded form (pass-through batch norms), then the average
+    state = net.state_dict()
+    state.update({k: v.to(state[k].dtype) for k, v in avg.items()})
+    net.load_state_dict(state)
+    net.eval()
+    model = MaskClassifier.load(p0)  # the first member's preprocessing and provenance ...
+    info = dict(model.info)
+    info["soup"] = {"members": [{"path": str(p), "sha1": hashlib.sha1(g).hexdigest()[:16], "weight": round(float(s), 6)}
+                                for (_, g, p), s in zip(members, w)]}
+    return MaskClassifier(net, model.preprocess, dict(blob0["arch"]), bias.float(), info).eval()  # ... its averaged net
+
+
+def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:
+    """Graph only, as shipped: the folded weights have no real batch-norm statistics to train on."""
+    model.save(path, script=True, weights=False)

@@ -1,0 +1,95 @@
+"""`maskgate soup`: the weight average of several models, saved as one graph-only network."""
+import json
+
+import pytest
+import torch
+
+from maskgate.models.classifier import MaskClassifier, MaskgateNet, Preprocess
+from maskgate.models.soup import make_soup, save_soup
+from maskgate.models.transfer import _graph_layers
+
+ARCH = {"backbone": "tf_efficientnet_lite0", "freeze_blocks": 4, "dropout": 0.2}
+
+
+def _bundle(path, seed: int, bias, size: int = 64, graph_only: bool = False):
+    torch.manual_seed(seed)
+    net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=4).eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity, so folding matters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    m = MaskClassifier(net, Preprocess(input_size=size), dict(ARCH), bias, {"note": f"seed {seed}"})
+    m.save(path, script=graph_only, weights=not graph_only)
+    return MaskClassifier.load(path, eager=not graph_only)
+
+
+def test_soup_averages_folded_weights_and_age_offsets(tmp_path):
+    a = _bundle(tmp_path / "a.pt", 0, [0.0, 0.2, 0.4])
+    b = _bundle(tmp_path / "b.pt", 1, [0.0, -0.2, 1.0], graph_only=True)  # a graph-only member averages too
+    soup = make_soup([tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert soup.age_bias.tolist() == [pytest.approx([0.0, 0.0, 0.7])] * 2
+    assert [m["weight"] for m in soup.info["soup"]["members"]] == [0.5, 0.5]
+    assert soup.info["note"] == "seed 0" and soup.preprocess == a.preprocess
+    save_soup(soup, tmp_path / "s.pt")
+    blob = torch.load(tmp_path / "s.pt", weights_only=False)
+    assert blob["state_dict"] is None and blob["torchscript"]  # graph only, as shipped
+
+    from maskgate.models.classifier import script_net
+    la = _graph_layers(script_net(a.net, 64))
+    lb = _graph_layers(torch.load(tmp_path / "b.pt", weights_only=False)["torchscript"])
+    ls = _graph_layers(blob["torchscript"])
+    assert len(ls) == len(la) == len(lb)
+    for (_, wa, ba), (_, wb, bb), (_, ws, bs) in zip(la, lb, ls):
+        assert torch.allclose(ws, (wa + wb) / 2, atol=2e-3, rtol=2e-3)  # fp16 storage of the soup
+        assert torch.allclose(bs, (ba + bb) / 2, atol=2e-3, rtol=2e-3)
+    # and the two members differ, so the average is not trivially either of them
+    assert not torch.allclose(la[5][1], lb[5][1], atol=1e-2)
+
+
+def test_soup_of_one_model_with_itself_predicts_as_it_does(tmp_path):
+    a = _bundle(tmp_path / "a.pt", 0, [0.0, 0.3, 0.9])
+    _bundle(tmp_path / "b.pt", 1, [0.0, 0.0, 0.0])
+    x = torch.randn(3, 3, 64, 64)
+    want = a.predict_logits(x)["log18"]
+    for paths, weights in (([tmp_path / "a.pt", tmp_path / "a.pt"], None),
+                           ([tmp_path / "a.pt", tmp_path / "b.pt"], [1.0, 0.0])):
+        save_soup(make_soup(paths, weights), tmp_path / "s.pt")
+        got = MaskClassifier.load(tmp_path / "s.pt").predict_logits(x)["log18"]
+        assert torch.allclose(got, want, atol=3e-2), (got - want).abs().max()
+    # a real share of the second model moves the predictions
+    save_soup(make_soup([tmp_path / "a.pt", tmp_path / "b.pt"]), tmp_path / "s.pt")
+    got = MaskClassifier.load(tmp_path / "s.pt").predict_logits(x)["log18"]
+    assert (got - want).abs().max() > 0.05
+
+
+def test_soup_refuses_models_it_cannot_average(tmp_path):
+    _bundle(tmp_path / "a.pt", 0, None)
+    _bundle(tmp_path / "c.pt", 2, None, size=96)
+    with pytest.raises(ValueError, match="c.pt has another preprocess"):
+        make_soup([tmp_path / "a.pt", tmp_path / "c.pt"])
+    with pytest.raises(ValueError, match="at least two"):
+        make_soup([tmp_path / "a.pt"])
+    with pytest.raises(ValueError, match="non-negative weights"):
+        make_soup([tmp_path / "a.pt", tmp_path / "a.pt"], [1.0, -1.0])
+    with pytest.raises(FileNotFoundError, match="missing.pt: no model file"):
+        make_soup([tmp_path / "a.pt", tmp_path / "missing.pt"])
+    (tmp_path / "bad.pt").write_text("garbage")
+    with pytest.raises(ValueError, match="bad.pt: not a readable maskgate model"):
+        make_soup([tmp_path / "a.pt", tmp_path / "bad.pt"])
+
+
+def test_soup_command(tmp_path, capsys):
+    from maskgate.cli import main
+
+    _bundle(tmp_path / "a.pt", 0, [0.0, 0.0, 0.4])
+    _bundle(tmp_path / "b.pt", 1, [0.0, 0.0, 0.0])
+    out = tmp_path / "soup.pt"
+    assert main(["soup", "--model", str(tmp_path / "a.pt"), "--model", str(tmp_path / "b.pt"),
+                 "--weight", "3", "--weight", "1", "--out", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [m["weight"] for m in res["members"]] == [0.75, 0.25] and res["age_bias"][0] == [0.0, 0.0, 0.3]
+    assert MaskClassifier.load(out).info["soup"]["members"][1]["path"].endswith("b.pt")
+    assert main(["soup", "--model", str(tmp_path / "a.pt"), "--model", str(tmp_path / "nope.pt"),
+                 "--out", str(out)]) == 2  # a clear error, not a traceback
