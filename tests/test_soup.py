@@ -27,7 +27,7 @@ def _bundle(path, seed: int, bias, size: int = 64, graph_only: bool = False):
 
 def test_soup_averages_folded_weights_and_age_offsets(tmp_path):
     a = _bundle(tmp_path / "a.pt", 0, [0.0, 0.2, 0.4])
-    b = _bundle(tmp_path / "b.pt", 1, [0.0, -0.2, 1.0], graph_only=True)  # a graph-only member averages too
+    _bundle(tmp_path / "b.pt", 1, [0.0, -0.2, 1.0], graph_only=True)  # a graph-only member averages too
     soup = make_soup([tmp_path / "a.pt", tmp_path / "b.pt"])
     assert soup.age_bias.tolist() == [pytest.approx([0.0, 0.0, 0.7])] * 2
     assert [m["weight"] for m in soup.info["soup"]["members"]] == [0.5, 0.5]
