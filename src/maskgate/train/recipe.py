@@ -66,13 +66,16 @@ class RunExistsError(FileExistsError):
     pass
 
 
-def init_distributed(device_name: str) -> None:
-    """Under torchrun (WORLD_SIZE > 1) join the process group; the loop then wraps the model in DDP."""
+def init_distributed(device_name: str) -> bool:
+    """Under torchrun (WORLD_SIZE > 1) join the process group; the loop then wraps the model in DDP.
+    True when this call made the group (its caller then destroys it)."""
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         use_nccl = device_name != "cpu" and torch.cuda.is_available()
         if use_nccl:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if use_nccl else "gloo")
+        return True
+    return False
 
 
 def _barrier():
@@ -152,7 +155,20 @@ def _wrong_grid(vp: pd.DataFrame, rows: pd.DataFrame, cache: CropCache, pre: Pre
 
 
 def run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict, resume: bool = False) -> dict:
-    init_distributed(cfg["device"])
+    """Train one run into `out_dir` (resuming from its last.pt with `resume`); its summary.
+
+    Under torchrun the process group made here is destroyed once every rank has finished: a process that
+    exits with it alive can abort in gloo's threads at interpreter shutdown (SIGABRT, "terminate called
+    without an active exception"). After a failure it is left alone (destroying it then can deadlock).
+    """
+    owned = init_distributed(cfg["device"])
+    summary = _run_training(train_dir, out_dir, cfg, resume)
+    if owned:
+        dist.destroy_process_group()
+    return summary
+
+
+def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: dict, resume: bool) -> dict:
     device = resolve_device(cfg["device"])
     out = Path(out_dir)
     t_start = time.time()
