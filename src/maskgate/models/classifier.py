@@ -191,17 +191,7 @@ class MaskClassifier(nn.Module):
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", eager: bool = False
              ) -> "MaskClassifier":
         """The bundle; its TorchScript graph when it has one (unless `eager`), else the timm network."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "best.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no model file (expected a run folder with best.pt, or a .pt bundle)")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - corrupt/foreign file: say which and why
-            raise ValueError(f"{path}: not a readable maskgate model ({e})") from None
-        if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"{path}: not a maskgate model bundle (format {BUNDLE_FORMAT})")
+        blob, _ = read_bundle(path)
         arch = dict(blob["arch"])
         if blob.get("torchscript") and (not eager or blob.get("state_dict") is None):
             with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not for our users
@@ -213,6 +203,24 @@ class MaskClassifier(nn.Module):
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
         model = cls(net, Preprocess.from_dict(blob["preprocess"]), arch, blob["age_bias"], blob.get("info", {}))
         return model.to(device).eval()
+
+
+def read_bundle(path: str | os.PathLike, context: str = "") -> tuple[dict, Path]:
+    """A bundle file's contents and its path (a run folder stands for its best.pt); each failure names
+    the file, after `context` (the command reading it, e.g. "model.init") when given."""
+    where = f"{context}: " if context else ""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"{where}{p}: no model file (expected a run folder with best.pt, or a .pt bundle)")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - corrupt/foreign file: say which and why
+        raise ValueError(f"{where}{p}: not a readable maskgate model ({e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{where}{p}: not a maskgate model bundle (format {BUNDLE_FORMAT})")
+    return blob, p
 
 
 def net_from_arch(arch: dict) -> MaskgateNet:

@@ -17,23 +17,13 @@ from typing import Sequence
 
 import torch
 
-from .classifier import BUNDLE_FORMAT, MaskClassifier, net_from_arch, script_net
+from .classifier import MaskClassifier, Preprocess, net_from_arch, read_bundle, script_net
 from .transfer import load_from_graph
 
 
 def _member(path: str | os.PathLike) -> tuple[dict, bytes, Path]:
     """A member's bundle and its frozen graph (traced here when the bundle has only weights)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.pt"
-    if not p.is_file():
-        raise FileNotFoundError(f"soup: {p}: no model file (a run folder with best.pt, or a .pt bundle)")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - corrupt/foreign file: say which and why
-        raise ValueError(f"soup: {p}: not a readable maskgate model ({e})") from None
-    if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"soup: {p}: not a maskgate model bundle (an .onnx file cannot be averaged)")
+    blob, p = read_bundle(path, "soup")
     graph = blob.get("torchscript")
     if not graph:
         if blob.get("state_dict") is None:
@@ -41,12 +31,6 @@ def _member(path: str | os.PathLike) -> tuple[dict, bytes, Path]:
         model = MaskClassifier.load(p, eager=True)
         graph = script_net(model.net, model.preprocess.input_size)
     return blob, graph, p
-
-
-def _same(key: str, first: dict, other: dict, p0: Path, p: Path) -> None:
-    if first[key] != other[key]:
-        raise ValueError(f"soup: {p} has another {key} than {p0} ({other[key]} vs {first[key]}): "
-                         "only models of one architecture and preprocessing can be averaged")
 
 
 def _shape(arch: dict) -> dict:
@@ -69,32 +53,29 @@ def make_soup(paths: Sequence[str | os.PathLike], weights: Sequence[float] | Non
     members = [_member(p) for p in paths]
     blob0, _, p0 = members[0]
     for blob, _, p in members[1:]:
-        _same("arch", {"arch": _shape(blob0["arch"])}, {"arch": _shape(blob["arch"])}, p0, p)
-        _same("preprocess", blob0, blob, p0, p)
+        for what, mine, first in (("arch", _shape(blob["arch"]), _shape(blob0["arch"])),
+                                  ("preprocess", blob["preprocess"], blob0["preprocess"])):
+            if mine != first:
+                raise ValueError(f"soup: {p} has another {what} than {p0} ({mine} vs {first}): "
+                                 "only models of one architecture and preprocessing can be averaged")
 
-    avg: dict[str, torch.Tensor] | None = None
+    net = net_from_arch(blob0["arch"])  # the first member's network, in the folded form, takes the average
+    avg: dict[str, torch.Tensor] = {}
     bias = torch.zeros(2, 3, dtype=torch.float64)
-    for share, (blob, graph, _) in zip(w, members):
-        net = net_from_arch(blob0["arch"])
-        load_from_graph(net, graph)  # every member in the folded form, whatever it was saved as
-        state = net.state_dict()
-        if avg is None:
-            avg = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in state.items() if v.is_floating_point()}
-        for k in avg:
-            avg[k] += share * state[k].double()
+    for i, (share, (blob, graph, _)) in enumerate(zip(w, members)):
+        member = net if i == 0 else net_from_arch(blob0["arch"])
+        load_from_graph(member, graph)  # every member in the folded form, whatever it was saved as
+        for k, v in member.state_dict().items():
+            if v.is_floating_point():
+                avg[k] = avg.get(k, 0) + share * v.double()
         bias += share * torch.as_tensor(blob["age_bias"], dtype=torch.float64).reshape(-1, 3).expand(2, 3)
-
-    net = net_from_arch(blob0["arch"])
-    load_from_graph(net, members[0][1])  # the same folded form (pass-through batch norms), then the average
     state = net.state_dict()
-    state.update({k: v.to(state[k].dtype) for k, v in avg.items()})
-    net.load_state_dict(state)
-    net.eval()
-    model = MaskClassifier.load(p0)  # the first member's preprocessing and provenance ...
-    info = dict(model.info)
+    net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in avg.items()}})
+    info = dict(blob0.get("info", {}))  # the first member's provenance, with the soup's
     info["soup"] = {"members": [{"path": str(p), "sha1": hashlib.sha1(g).hexdigest()[:16], "weight": round(float(s), 6)}
                                 for (_, g, p), s in zip(members, w)]}
-    return MaskClassifier(net, model.preprocess, dict(blob0["arch"]), bias.float(), info).eval()  # ... its averaged net
+    return MaskClassifier(net.eval(), Preprocess.from_dict(blob0["preprocess"]), dict(blob0["arch"]),
+                          bias.float(), info).eval()
 
 
 def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:

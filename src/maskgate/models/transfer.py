@@ -13,24 +13,11 @@ import hashlib
 import io
 import os
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .classifier import BUNDLE_FORMAT, MaskgateNet
-
-
-def _read_bundle(path: str | os.PathLike) -> tuple[dict, Path]:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.pt"
-    if not p.is_file():
-        raise FileNotFoundError(f"model.init: {p}: no model file (a run folder with best.pt, or a .pt bundle)")
-    blob = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or blob.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"model.init: {p}: not a maskgate model bundle")
-    return blob, p
+from .classifier import MaskgateNet, read_bundle
 
 
 def _graph_layers(blob: bytes) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
@@ -84,7 +71,7 @@ def load_from_graph(net: MaskgateNet, blob: bytes) -> None:
 
 def init_from_model(net: MaskgateNet, path: str | os.PathLike) -> str:
     """Load a maskgate model's weights into `net`; returns a digest of what was loaded (for cache keys)."""
-    blob, p = _read_bundle(path)
+    blob, p = read_bundle(path, "model.init")
     state = blob.get("state_dict")
     if state is not None:
         target = net.state_dict()
