@@ -20,7 +20,8 @@ def _bundle(path, seed: int, bias, size: int = 64, graph_only: bool = False):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
-    m = MaskClassifier(net, Preprocess(input_size=size), dict(ARCH), bias, {"note": f"seed {seed}"})
+    info = {"note": f"seed {seed}", "best_epoch": 3 + seed, "val_with_age_bias": {"macro_f1": 0.6 + seed / 10}}
+    m = MaskClassifier(net, Preprocess(input_size=size), dict(ARCH), bias, info)
     m.save(path, script=graph_only, weights=not graph_only)
     return MaskClassifier.load(path, eager=not graph_only)
 
@@ -32,6 +33,9 @@ def test_soup_averages_folded_weights_and_age_offsets(tmp_path):
     assert soup.age_bias.tolist() == [pytest.approx([0.0, 0.0, 0.7])] * 2
     assert [m["weight"] for m in soup.info["soup"]["members"]] == [0.5, 0.5]
     assert soup.info["note"] == "seed 0" and soup.preprocess == a.preprocess
+    # a member's own validation score stays with that member: the soup was never validated as a whole
+    assert "val_with_age_bias" not in soup.info and "best_epoch" not in soup.info
+    assert [m["val_macro_f1"] for m in soup.info["soup"]["members"]] == [0.6, 0.7]
     save_soup(soup, tmp_path / "s.pt")
     blob = torch.load(tmp_path / "s.pt", weights_only=False)
     assert blob["state_dict"] is None and blob["torchscript"]  # graph only, as shipped

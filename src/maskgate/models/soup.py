@@ -33,6 +33,14 @@ def _member(path: str | os.PathLike) -> tuple[dict, bytes, Path]:
     return blob, graph, p
 
 
+MEMBER_ONLY = ("finished", "epoch", "best_epoch", "val", "val_with_age_bias", "val_by_source", "age_bias")
+
+
+def _val_f1(blob: dict) -> dict:
+    v = blob.get("info", {}).get("val_with_age_bias", {}).get("macro_f1")
+    return {} if v is None else {"val_macro_f1": round(float(v), 4)}
+
+
 def _shape(arch: dict) -> dict:
     """What fixes the layers (the frozen part does not: it keeps their order)."""
     return {"backbone": arch["backbone"], "head": arch.get("head", "multi")}
@@ -71,9 +79,11 @@ def make_soup(paths: Sequence[str | os.PathLike], weights: Sequence[float] | Non
         bias += share * torch.as_tensor(blob["age_bias"], dtype=torch.float64).reshape(-1, 3).expand(2, 3)
     state = net.state_dict()
     net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in avg.items()}})
-    info = dict(blob0.get("info", {}))  # the first member's provenance, with the soup's
-    info["soup"] = {"members": [{"path": str(p), "sha1": hashlib.sha1(g).hexdigest()[:16], "weight": round(float(s), 6)}
-                                for (_, g, p), s in zip(members, w)]}
+    # the first member's provenance (data, sources, start), without the scores and offsets of its own run:
+    # those were measured on member 0, not on the soup; each member's validation score goes with it
+    info = {k: v for k, v in blob0.get("info", {}).items() if k not in MEMBER_ONLY}
+    info["soup"] = {"members": [{"path": str(p), "sha1": hashlib.sha1(g).hexdigest()[:16], "weight": round(float(s), 6),
+                                 **_val_f1(b)} for (b, g, p), s in zip(members, w)]}
     return MaskClassifier(net.eval(), Preprocess.from_dict(blob0["preprocess"]), dict(blob0["arch"]),
                           bias.float(), info).eval()
 
