@@ -75,7 +75,7 @@ def test_shipped_default_model_on_maskproxy_eval(tmp_path):
     res = _score(None, _eval_subset(tmp_path), tmp_path, "default")
     print("shipped model on maskproxy eval part:", res)
     assert res["mask_acc"] > 0.98
-    assert res["macro_f1"] > 0.66, res  # measured 0.699 on this part (0.693 on the whole eval split)
+    assert res["macro_f1"] > 0.68, res  # measured 0.705 on this part (0.703 on the whole eval split)
 
 
 def _world_subset(tmp_path, split, n_people):
