@@ -12,6 +12,10 @@ which cancels most of the fold-to-fold spread), and OUT/ablation.png.
 
 The scores are validation macro F1 without the age-band offsets (those are tuned on the validation rows
 themselves, so they flatter every row a little); the tuned ones are listed beside them.
+
+With an extra source in --base (`data.extra=[{path: ../shared/data/faces-world/train, ...}]`) a second table
+scores the main layout's rows and the extra source's validation people apart, with the worst `race` group's
+gender accuracy (run it from the repository root: the source's path is read back from each run's summary).
 """
 from __future__ import annotations
 
@@ -77,10 +81,39 @@ def _fold_rows(row_dir: Path, name: str, folds: int) -> list[dict]:
     for k in range(folds):
         s = json.loads((row_dir / f"fold{k}" / "summary.json").read_text())
         v, vb = s["val"], s["val_with_age_bias"]
-        rows.append({"row": name, "fold": k, "val_f1": v["macro_f1"], "val_f1_tuned": vb["macro_f1"],
-                     "gender_acc": v["gender_acc"], "age_acc": v["age_acc"], "best_epoch": s["best_epoch"],
-                     "seconds": s["seconds"]})
+        row = {"row": name, "fold": k, "val_f1": v["macro_f1"], "val_f1_tuned": vb["macro_f1"],
+               "gender_acc": v["gender_acc"], "age_acc": v["age_acc"], "best_epoch": s["best_epoch"],
+               "seconds": s["seconds"]}
+        if len(s.get("sources", [])) > 1:
+            row.update(_extra_scores(row_dir / f"fold{k}", s))
+        rows.append(row)
     return rows
+
+
+def _extra_scores(run: Path, s: dict) -> dict:
+    """With an extra source in training (data.extra), the main layout's scores above are its own rows only;
+    here the first extra source's validation people (drawn masks; the same people in every fold): macro F1,
+    gender and age-band accuracy, and the worst group's gender accuracy by the source's `GROUP` column."""
+    from maskgate.data.sources import read_labelled
+    from maskgate.evaluate import scores
+
+    src = s["sources"][1]
+    vp = pd.read_csv(run / "val_predictions.csv")
+    main = vp[vp["source"] == "main"]
+    own = scores(main["true"].to_numpy(), main["pred"].to_numpy())  # the main layout's rows alone
+    vp = vp[vp["source"] == src["name"]]
+    sc = scores(vp["true"].to_numpy(), vp["pred"].to_numpy())
+    out = {"main_f1": own["macro_f1"], "main_gender": own["gender_acc"], "main_age": own["age_acc"],
+           "x_f1": sc["macro_f1"], "x_gender": sc["gender_acc"], "x_age": sc["age_acc"], "x_worst_gender": np.nan}
+    labels = read_labelled(src["path"])
+    if GROUP in labels:
+        group = vp["path"].map(labels.set_index("path")[GROUP])
+        ok = (vp["true"] // 3 % 2) == (vp["pred"] // 3 % 2)
+        out["x_worst_gender"] = float(ok.groupby(group).mean().min())
+    return out
+
+
+GROUP = "race"
 
 
 def _split_overrides(text: str) -> list[str]:
@@ -109,6 +142,11 @@ def summarise(runs: pd.DataFrame, out: Path, base_desc: str) -> pd.DataFrame:
                       "delta_std": d.std(ddof=1) if len(d) > 1 else np.nan,
                       "val_f1_tuned": g["val_f1_tuned"].mean(), "gender_acc": g["gender_acc"].mean(),
                       "age_acc": g["age_acc"].mean(), "min_per_run": g["seconds"].mean() / 60})
+        if "x_f1" in g:
+            xb = runs[runs["row"] == "baseline"].set_index("fold")["x_f1"]
+            xd = (g.set_index("fold")["x_f1"] - xb.reindex(g["fold"])).dropna()
+            table[-1].update({k: g[k].mean() for k in ("main_f1", "x_f1", "x_gender", "x_age", "x_worst_gender")},
+                             x_delta=xd.mean() if len(xd) else np.nan, x_delta_std=xd.std(ddof=1) if len(xd) > 1 else np.nan)
     t = pd.DataFrame(table)
     t.round(4).to_csv(out / "ablation.csv", index=False)
     lines = [f"Recipe: {base_desc}; {int(t['folds'].max())} person-level folds, same folds and cached features "
@@ -120,6 +158,18 @@ def summarise(runs: pd.DataFrame, out: Path, base_desc: str) -> pd.DataFrame:
         delta = "-" if r.row == "baseline" or np.isnan(r.delta) else f"{r.delta:+.4f} +- {r.delta_std:.4f}"
         lines.append(f"| {r.row} | {r.what} | {r.val_f1:.4f} +- {r.std:.4f} | {delta} | {r.val_f1_tuned:.4f} | "
                      f"{r.gender_acc:.3f} | {r.age_acc:.3f} | {r.min_per_run:.1f} |")
+    if "x_f1" in t:
+        lines += ["", "With an extra source in training: the main layout's own validation rows (macro F1; the table "
+                  "above scores main and extra rows together), and the extra source's validation people (drawn "
+                  f"masks, the same people in every fold): macro F1, its paired delta, gender, age band, and the worst "
+                  f"{GROUP} group's gender accuracy (mean over folds; predictions with each run's age offsets, as "
+                  "in its val_predictions.csv).", "",
+                  "| row | main F1 | extra F1 | extra delta | extra gender | extra age | worst group gender |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in t.itertuples():
+            delta = "-" if r.row == "baseline" or np.isnan(r.x_delta) else f"{r.x_delta:+.4f} +- {r.x_delta_std:.4f}"
+            lines.append(f"| {r.row} | {r.main_f1:.4f} | {r.x_f1:.4f} | {delta} | {r.x_gender:.3f} | {r.x_age:.3f} | "
+                         f"{r.x_worst_gender:.3f} |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     _plot(t, out / "ablation.png")
     return t

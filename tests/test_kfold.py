@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, make_labelled_source
 
 
 def _cli(*args):
@@ -46,6 +46,26 @@ def test_kfold_trains_every_fold_writes_oof_and_resumes(tiny_data, tmp_path):
     (out / "fold1" / "summary.json").unlink()  # a fold still training is named, not left out
     with pytest.raises(ValueError, match="fold1 did not finish"):
         expand_members([out])
+
+
+def test_kfold_with_an_extra_source_keeps_out_of_fold_rows_of_the_main_layout(tiny_data, tmp_path, astronaut):
+    """An extra source validates the same people in every fold (and each photo once per drawn mask state),
+    so its rows are in each fold's val_predictions.csv, named by a source column, but not in oof.csv."""
+    train, _ = tiny_data
+    src = make_labelled_source(tmp_path / "world", astronaut, 10, seed=3)
+    out = tmp_path / "kf"
+    _cli("kfold", "--data-dir", train, "--out", out, "--folds", "2", *TINY_OVERRIDES, "train.epochs=1",
+         "data.extra=[{path: " + str(src) + ", name: world, share: 0.3}]")
+    vp = pd.read_csv(out / "fold0" / "val_predictions.csv")
+    assert set(vp["source"]) == {"main", "world"}
+    world = vp[vp["source"] == "world"]
+    assert len(world) == 3 * world["path"].nunique()  # worn, worn wrongly, bare
+    assert sorted(world["true"] // 6) == sorted([0, 1, 2] * world["path"].nunique())
+    oof = pd.read_csv(out / "oof.csv")
+    table = pd.read_csv(train / "train.csv", dtype=str)
+    assert "source" not in oof and len(oof) == 7 * len(table) and oof["path"].is_unique
+    kf = json.loads((out / "kfold.json").read_text())
+    assert all(set(f["val_by_source"]) == {"main", "world"} for f in kf["folds"])
 
 
 class _Fixed:

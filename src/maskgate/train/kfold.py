@@ -41,9 +41,13 @@ def run_kfold(data_dir: str | os.PathLike, out: str | os.PathLike, cfg: dict, fo
         s = json.loads((run / "summary.json").read_text())
         per_fold.append({"fold": k, "run": str(run), "val_macro_f1": s["val_with_age_bias"]["macro_f1"],
                          "val_people": s["val_people"], "seconds": s["seconds"]})
+        if "val_by_source" in s:  # extra sources: each source's validation rows scored on their own
+            per_fold[-1]["val_by_source"] = {name: v["macro_f1"] for name, v in s["val_by_source"].items()}
     oof = pd.concat([pd.read_csv(out / f"fold{k}" / "val_predictions.csv", dtype={"person": str}).assign(fold=k)
                      for k in range(folds)],
                     ignore_index=True)
+    if "source" in oof:  # extra sources validate the same people in every fold: not out-of-fold, left out
+        oof = oof[oof["source"] == "main"].drop(columns="source").reset_index(drop=True)
     if oof.duplicated("path").any():
         raise RuntimeError(f"{out}: a photo is in more than one fold's validation (the folds are not one k-fold)")
     tmp = out / ".oof.csv.tmp"
@@ -54,7 +58,8 @@ def run_kfold(data_dir: str | os.PathLike, out: str | os.PathLike, cfg: dict, fo
            "oof": scores(oof["true"].to_numpy(), oof["pred"].to_numpy())}
     (out / "kfold.json").write_text(json.dumps(res, indent=2))
     for f in per_fold:
-        log(f"fold {f['fold']}: validation macro F1 {f['val_macro_f1']:.4f} ({f['val_people']} people)")
+        by = "".join(f"; {name} {v:.4f}" for name, v in f.get("val_by_source", {}).items())
+        log(f"fold {f['fold']}: validation macro F1 {f['val_macro_f1']:.4f} ({f['val_people']} people{by})")
     log(f"mean {res['mean_macro_f1']:.4f} +- {res['std_macro_f1']:.4f} (std over {folds} folds); "
         f"out-of-fold macro F1 {res['oof']['macro_f1']:.4f} over {len(oof)} photos -> {out / 'oof.csv'}")
     return res

@@ -122,15 +122,19 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_val_predictions(path: Path, rows: pd.DataFrame, lg: dict, bias: np.ndarray) -> None:
+def write_val_predictions(path: Path, rows: pd.DataFrame, lg: dict, bias: np.ndarray,
+                          source_names: list[str] | None = None) -> pd.DataFrame:
     """Each validation row's truth and prediction with its 18 probabilities (k-fold: out-of-fold
-    predictions; label-noise reports read them)."""
+    predictions; label-noise reports read them). With extra sources, a `source` column names each row's
+    source (an extra source's photo gives one row per drawn mask state, so its path repeats)."""
     log18 = combine18({k: torch.from_numpy(lg[k]) for k in ("mask", "gender", "age")},
                       torch.as_tensor(bias, dtype=torch.float32))
     p = log18.exp().numpy()
     table = pd.DataFrame({"path": rows["path"].to_numpy(), "person": rows["person"].astype(str).to_numpy(),
                           "true": encode(lg["t_mask"], lg["t_gender"], lg["t_age_band"]), "pred": p.argmax(1),
                           "confidence": p.max(1).round(5)})
+    if source_names is not None:
+        table.insert(2, "source", [source_names[k] for k in rows["source"].to_numpy()])
     table = pd.concat([table, pd.DataFrame(p.round(5), columns=[f"p{k}" for k in range(18)])], axis=1)
     tmp = path.with_name(f".{path.name}.tmp")
     table.to_csv(tmp, index=False)
@@ -418,7 +422,8 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         bundle(bias, {k: summary[k] for k in ("maskgate", "finished", "images", "people", "best_epoch",
                                                "val_with_age_bias", "age_bias", "sources", "val_by_source", "init")
                       if k in summary}).save(out / "best.pt", script=True)
-        vp = write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias)
+        vp = write_val_predictions(out / "val_predictions.csv", samples.iloc[va_idx], lg, bias,
+                                   [s_["name"] for s_ in sources] if specs else None)
         tracker.finish(vp["true"].to_numpy(), vp["pred"].to_numpy(),
                        _wrong_grid(vp, samples.iloc[va_idx], cache, pre, seed, cfg), int(summary["best_epoch"]))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
