@@ -91,9 +91,10 @@ def _fold_rows(row_dir: Path, name: str, folds: int) -> list[dict]:
 
 
 def _extra_scores(run: Path, s: dict) -> dict:
-    """With an extra source in training (data.extra), the main layout's scores above are its own rows only;
-    here the first extra source's validation people (drawn masks; the same people in every fold): macro F1,
-    gender and age-band accuracy, and the worst group's gender accuracy by the source's `GROUP` column."""
+    """With an extra source in training (data.extra) the summary's validation scores mix both sources' rows;
+    here each apart: the main layout's rows, and the first extra source's validation people (drawn masks; the
+    same people in every fold): macro F1, gender and age-band accuracy, and the worst group's gender accuracy
+    by the source's `GROUP` column."""
     from maskgate.data.sources import read_labelled
     from maskgate.evaluate import scores
 
