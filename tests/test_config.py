@@ -36,6 +36,10 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     assert best["train"]["erase"] > 0 and best["train"]["cache_features"] is True
     assert {k: v for k, v in best["train"].items() if k != "erase"} == {
         k: v for k, v in default_config()["train"].items() if k != "erase"}
+    large = load_config("gpu_large")  # the GPU recipe on a larger network and crop
+    assert large["model"]["backbone"] == "tf_efficientnet_lite2" and large["model"]["freeze_blocks"] == 0
+    assert large["model"]["input_size"] <= large["face"]["crop_size"]  # the input is never an upsampled crop
+    assert {k: v for k, v in large["train"].items()} == cfg["train"]
     with pytest.raises(ConfigError, match="not a packaged config name.*gpu"):
         load_config("gpu_typo")
     # a file of that name in the working folder wins over the packaged one

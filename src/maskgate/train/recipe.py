@@ -28,6 +28,7 @@ from ..data.splits import kfold_people, split_people
 from ..faces.cache import CropCache, default_cache_root
 from ..faces.crop import CropSettings
 from ..labels import Mask, encode
+from ..models.backbones import packaged_weights_path
 from ..models.heads import combine18
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
 from ..models.transfer import init_from_model
@@ -204,6 +205,9 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
     torch.manual_seed(seed)
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    if not cfg["model"].get("init") and cfg["model"]["weights"] == "packaged":
+        packaged_weights_path(cfg["model"]["backbone"])  # a missing weights package fails now, not after the crops
 
     # data -> person split (each source split on its own, so the main layout's split never depends on them)
     samples = read_train(train_dir, verify_images=False)  # images are decoded (and checked) by the crop pass
