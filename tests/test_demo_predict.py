@@ -63,7 +63,7 @@ def test_shipped_model_looks_again_for_faces_it_misses_on_its_small_copy(predict
     # the astronaut photo at 320 px in a 1600x1200 frame: her face (~60 px) is ~10 px on the 256 px copy
     frame = np.full((1200, 1600, 3), 200, np.uint8)
     frame[500:820, 700:1020] = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
-    assert predictor.pre.crop.det_retry_side == 640
+    assert predictor.pre.crop.det_retry_side == 1280
     res = predictor.predict_image(frame)
     assert res[0].face_found and res[0].det_score >= 0.5 and 790 < res[0].box[0] < res[0].box[2] < 890
     assert not Predictor(det_retry=0).predict_image(frame)[0].face_found  # 0 = off: the centre-square fallback

@@ -139,10 +139,60 @@ def test_det_retry_looks_again_on_a_larger_copy_only_when_nothing_is_found(astro
         create_detector("retinaface", retry_side=8)
 
 
+def test_a_doubtful_first_look_is_checked_on_a_larger_copy(astronaut):
+    """face.det_retry_below: a first look whose only face is at one side (or weak, or one of several) looks
+    again closer; the small face in the middle it missed is found. A clear central face is looked at once."""
+    frame = np.full((960, 1280, 3), 200, np.uint8)
+    frame[380:580, 540:740] = cv2.resize(astronaut, (200, 200), interpolation=cv2.INTER_AREA)  # face ~40 px
+    frame[0:600, 0:600] = cv2.resize(astronaut, (600, 600), interpolation=cv2.INTER_AREA)  # a bystander, left
+    calls = []
+
+    def counted(det):
+        inner = det._detect_scaled
+        det._detect_scaled = lambda rgb, thr: calls.append(rgb.shape[:2]) or inner(rgb, thr)
+        return det
+
+    kw = dict(max_side=256, min_score=0.5, weak_score=0.2, retry_side=1280)
+    before = counted(create_detector("retinaface", retry_below=None, **kw)).detect(frame)
+    assert len(before) == 1 and before[0].box[2] < 500 and len(calls) == 1  # the bystander only, one look
+    calls.clear()
+    faces = counted(create_detector("retinaface", retry_below=0.9, **kw)).detect(frame)
+    assert calls == [(192, 256), (960, 1280)]  # the small copy, then the photo itself (capped at retry_side)
+    assert len(faces) == 2 and all(f.score >= 0.9 for f in faces)
+    middle = [f for f in faces if 560 < f.box[0] < f.box[2] < 720 and 390 < f.box[1] < f.box[3] < 580]
+    assert len(middle) == 1  # the face the first look missed, in full-frame pixels
+    calls.clear()
+    centred = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_LINEAR)  # a portrait, face ~280 px
+    one = counted(create_detector("retinaface", retry_below=0.9, **kw)).detect(centred)
+    assert len(one) == 1 and one[0].score >= 0.9 and len(calls) == 1  # clear and central: no second look
+    with pytest.raises(ValueError, match="det_retry_below"):
+        create_detector("retinaface", retry_below=1.5)
+
+
+def test_subject_rule_weighs_detection_confidence():
+    """face.subject_confidence: a large, doubtful detection (a pattern, a pet) does not outrank a clear face."""
+    from maskgate.faces.crop import subject_order
+    from maskgate.faces.detect import Face
+
+    def face(x1, y1, x2, y2, score):
+        return Face(np.array([x1, y1, x2, y2], np.float32), score, np.zeros((5, 2), np.float32))
+
+    clear = face(300, 200, 380, 290, 0.99)       # the real face, near the centre
+    blob = face(100, 150, 400, 450, 0.62)        # a detection 3.7x its width on the background
+    assert subject_order([clear, blob], 480, 640, 0.5, 0.0)[0] is blob  # size alone
+    assert subject_order([clear, blob], 480, 640, 0.5, 3.0)[0] is clear
+    # faces that are both clear: confidence changes nothing, the rule is size and centre as before
+    big = face(100, 150, 400, 450, 0.97)
+    assert subject_order([clear, big], 480, 640, 0.5, 3.0)[0] is big
+    assert CropSettings(subject_centre=0.5).key().endswith("-c0.5-q3")
+    assert CropSettings(subject_centre=0.5, subject_confidence=0).key().endswith("-c0.5")
+
+
 def test_det_retry_is_keyed_and_overridable():
     old = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.2)
     new = CropSettings(window=(0.2, 0.08, 0.92, 1.0), weak_score=0.2, det_retry_side=640)
-    assert new.key() == old.key() + "-z640" and new.detection()["det_retry_side"] == 640
+    assert new.key() == old.key() + "-z640-r0.9" and new.detection()["det_retry_side"] == 640
+    assert CropSettings(det_retry_side=640, det_retry_below=None).key().endswith("-z640")  # bundles saved before
     assert old.with_detection(det_retry=640) == new and new.with_detection(det_retry=0) == old
     assert new.with_detection() is new and new.with_detection(det_size=448).alignment() == new.alignment()
     for bad in ({"det_retry": 16}, {"det_size": 8}, {"weak_score": 1.5}):

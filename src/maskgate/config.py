@@ -164,6 +164,10 @@ def validate(cfg: dict) -> None:
         (isinstance(cfg["data"]["extra"], list), "data.extra must be a list of folders or {path: ...} entries"),
         (cfg["face"].get("subject_centre") is None or 0 <= float(cfg["face"]["subject_centre"]) <= 4,
          "face.subject_centre must be in [0, 4] (0 = the largest face is the subject) or null"),
+        (cfg["face"].get("subject_confidence") is None or 0 <= float(cfg["face"]["subject_confidence"]) <= 10,
+         "face.subject_confidence must be in [0, 10] (0 = detection scores do not count in choosing the subject)"),
+        (cfg["face"].get("det_retry_below") is None or 0 < float(cfg["face"]["det_retry_below"]) <= 1,
+         "face.det_retry_below must be in (0, 1] or null (look again only when no face was found)"),
     ]
     for ok, msg in checks:
         if not ok:

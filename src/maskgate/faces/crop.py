@@ -30,10 +30,16 @@ class CropSettings:
     # No face at min_score on the det_max_side copy of a larger photo: look again on a copy this large
     # (None = off). Only where faces are looked for; training photos no larger than det_max_side never use it.
     det_retry_side: int | None = None
+    # Also look again on that copy when the first look is doubtful: its best face scores below this, it found
+    # several faces, or its only face is at one side (faces/detect.py). None = only when nothing was found.
+    det_retry_below: float | None = 0.9
     # Which face is the photo's subject (the answer in the eval layout, face 0 in predictions): the one
     # scoring highest on sqrt(area / largest area) - subject_centre * (distance from the photo's centre /
     # half its diagonal). None or 0 = simply the largest (bundles saved before this rule).
     subject_centre: float | None = None
+    # With the subject rule: minus this x (the most confident face's detection score - this face's), so a
+    # large, doubtful detection (a pattern in the background, a pet) does not outrank a clear face.
+    subject_confidence: float = 3.0
 
     def __post_init__(self):
         if self.window is not None:
@@ -51,13 +57,20 @@ class CropSettings:
             key += f"-k{self.weak_score:g}"
         if self.subject_centre:
             key += f"-c{self.subject_centre:g}"
-        return key if self.det_retry_side is None else key + f"-z{self.det_retry_side}"
+            if self.subject_confidence:
+                key += f"-q{self.subject_confidence:g}"
+        if self.det_retry_side is not None:
+            key += f"-z{self.det_retry_side}"
+            if self.det_retry_below is not None:
+                key += f"-r{self.det_retry_below:g}"
+        return key
 
     def detection(self) -> dict:
         """The part that decides where faces are (models that share it can share one detection pass)."""
         return {"detector": self.detector, "det_max_side": self.det_max_side, "min_score": self.min_score,
                 "weak_score": self.weak_score, "det_retry_side": self.det_retry_side,
-                "subject_centre": self.subject_centre or None}
+                "det_retry_below": self.det_retry_below, "subject_centre": self.subject_centre or None,
+                "subject_confidence": self.subject_confidence}
 
     def with_detection(self, det_size: int | None = None, weak_score: float | None = None,
                        det_retry: int | None = None, subject_centre: float | None = None) -> "CropSettings":
@@ -169,7 +182,7 @@ def landmarks_in_crop(landmarks: np.ndarray, size: int, margin: float) -> np.nda
     return (np.asarray(landmarks, np.float32) @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
-def subject_order(faces: list[Face], h: int, w: int, centre: float) -> list[Face]:
+def subject_order(faces: list[Face], h: int, w: int, centre: float, confidence: float = 0.0) -> list[Face]:
     """Faces ordered subject first: the largest and most central face of the photo.
 
     score = sqrt(area / largest area) - centre * (distance of the face's centre from the photo's centre,
@@ -177,16 +190,20 @@ def subject_order(faces: list[Face], h: int, w: int, centre: float) -> list[Face
     middle; a bystander at the edge can be as large (closer to the camera) and must not be the answer.
     With centre 0.5 a face at the centre beats an equally large one in a corner, and one 1.5x its size
     halfway out, but not one twice its size. centre 0 = the largest first (ties: the detector's order).
+    With the rule, `confidence` x (the best detection score - the face's) is subtracted too: detections of
+    ~0.5-0.8 on background patterns, pets or printed faces are often larger than the real face (which scores
+    ~0.99 at a resolution it is seen at), and must not become the subject.
     """
     if len(faces) < 2 or not centre:
         return sorted(faces, key=lambda f: -f.area)
     biggest = max(f.area for f in faces) or 1.0
     half_diag = 0.5 * float(np.hypot(h, w))
+    best = max(f.score for f in faces)
 
     def score(f: Face) -> float:
         cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
         off = float(np.hypot(cx - w / 2, cy - h / 2)) / half_diag
-        return float(np.sqrt(f.area / biggest)) - centre * off
+        return float(np.sqrt(f.area / biggest)) - centre * off - confidence * (best - f.score)
 
     return sorted(faces, key=score, reverse=True)
 
@@ -198,11 +215,13 @@ class FaceCropper:
         self.settings = settings
         self.detector: FaceDetector = create_detector(
             settings.detector, max_side=settings.det_max_side, min_score=settings.min_score,
-            weak_score=settings.weak_score, retry_side=settings.det_retry_side, threads=threads)
+            weak_score=settings.weak_score, retry_side=settings.det_retry_side,
+            retry_below=settings.det_retry_below, threads=threads)
 
     def faces(self, rgb: np.ndarray, all_faces: bool) -> list[Face | None]:
         """Detected faces, the subject first (only the subject unless `all_faces`); [None] when there is none."""
-        faces = subject_order(self.detector.detect(rgb), *rgb.shape[:2], self.settings.subject_centre or 0.0)
+        faces = subject_order(self.detector.detect(rgb), *rgb.shape[:2], self.settings.subject_centre or 0.0,
+                              self.settings.subject_confidence)
         return (faces if all_faces else faces[:1]) or [None]
 
     def crop_face(self, rgb: np.ndarray, face: Face | None, settings: CropSettings | None = None) -> FaceCrop:

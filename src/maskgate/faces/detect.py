@@ -43,6 +43,9 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     return DETECTORS.create(name, **kwargs)
 
 
+OFF_CENTRE = 0.5  # a lone face whose centre is in the outer quarter of the width, left or right, is doubtful
+
+
 def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     h, w = rgb.shape[:2]
     s = min(1.0, max_side / max(h, w))
@@ -65,9 +68,17 @@ def _pad_retry(detect_once, rgb: np.ndarray, pad_frac: float, threshold: float) 
 
 class _Base:
     def __init__(self, max_side: int = 320, min_score: float = 0.5, nms: float = 0.4, pad_retry: float = 0.3,
-                 weak_score: float | None = None, retry_side: int | None = None):
+                 weak_score: float | None = None, retry_side: int | None = None, retry_below: float | None = None):
         """retry_side: when no face reaches `min_score` on the `max_side` copy of a larger photo, look
         again on a copy this large (capped at the photo's own size) before anything else.
+
+        retry_below: also look again when the first look is doubtful (`doubtful`): its most confident face
+        scores below this, it found several faces (which one is the subject?), or its only face sits in the
+        outer quarter of the width (the subject may be a masked face it missed). The second look's faces
+        replace the first's when it finds any at `min_score`. None = only when nothing was found.
+        Why: on the 256 px copy of a 640-1280 px photo a masked face of 60-80 px is often missed or scored
+        low while an unmasked bystander is found, and the subject goes wrong (docs/benchmarks.md,
+        "Large photos"); a clear, central portrait face is never looked at twice, so it costs nothing there.
 
         Why: detection runs on a small copy for speed, and a face that is small in a large photo
         (a portrait with shoulders and background, a camera frame) shrinks below what the detector
@@ -87,7 +98,21 @@ class _Base:
         if retry_side is not None and retry_side < 32:
             raise ValueError(f"face.det_retry_side must be at least 32 pixels (or null = off), got {retry_side}")
         self.max_side, self.min_score, self.nms, self.pad_retry = max_side, min_score, nms, pad_retry
-        self.weak_score, self.retry_side = weak_score, retry_side
+        if retry_below is not None and not 0 < retry_below <= 1:
+            raise ValueError(f"face.det_retry_below must be in (0, 1] (or null = off), got {retry_below}")
+        self.weak_score, self.retry_side, self.retry_below = weak_score, retry_side, retry_below
+
+    def doubtful(self, faces: list[Face], shape: tuple[int, ...]) -> bool:
+        """Is a first look worth a second, closer one? (see `retry_below`)"""
+        if not faces:
+            return True
+        if self.retry_below is None:
+            return False
+        if len(faces) > 1 or max(f.score for f in faces) < self.retry_below:
+            return True
+        w = shape[1]  # across only: a portrait's face sits well above the middle, a bystander to one side
+        x1, _, x2, _ = faces[0].box
+        return abs((x1 + x2) / 2 - w / 2) / (w / 2) > OFF_CENTRE
 
     def _detect_scaled(self, rgb: np.ndarray, threshold: float) -> list[Face]:
         raise NotImplementedError
@@ -99,14 +124,17 @@ class _Base:
         low = self.weak_score if self.weak_score is not None else self.min_score
         found = self._detect_scaled(small, low)
         faces = [f for f in found if f.score >= self.min_score]
-        if not faces and self.retry_side and s < 1.0 and self.retry_side > max(small.shape[:2]):
+        if self.retry_side and s < 1.0 and self.retry_side > max(small.shape[:2]) and self.doubtful(faces, small.shape):
             big, s_big = _shrink(rgb, self.retry_side)
             retry = self._detect_scaled(big, low)
             for f in retry:  # into the small copy's coordinates, like every other face here
                 f.box = f.box * (s / s_big)
                 f.landmarks = f.landmarks * (s / s_big)
-            faces = [f for f in retry if f.score >= self.min_score]
-            found += retry
+            closer = [f for f in retry if f.score >= self.min_score]
+            if closer:  # the closer look decides; else the first look's faces stand
+                faces, found = closer, retry
+            else:
+                found += retry
         if not faces and self.pad_retry > 0:
             retry = _pad_retry(self._detect_scaled, small, self.pad_retry, low)
             faces = [f for f in retry if f.score >= self.min_score]
