@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "model's face.weak_score (0.2 for the shipped model); 0 = off")
     pr.add_argument("--det-retry", type=int, metavar="PX",
                     help="when no face reaches the detection threshold on the detection copy of a larger photo, "
-                         "look again on a copy this large; default: the model's face.det_retry_side "
-                         "(640 for the shipped model); 0 = off")
+                         "or that look is doubtful (face.det_retry_below), look again on a copy up to this large; "
+                         "default: the model's face.det_retry_side (1280 for the shipped model); 0 = off")
     pr.add_argument("--subject-centre", type=float, metavar="W",
                     help="how much being central counts when choosing a photo's subject (the first face, and the "
                          "answer in the eval layout): the face scoring highest on sqrt(area / largest area) - W * "
