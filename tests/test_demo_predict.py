@@ -55,6 +55,11 @@ def test_det_size_finds_a_small_face_in_a_big_frame_without_changing_crops(predi
     assert predictor.cropper.settings == predictor.pre.crop
     with pytest.raises(ValueError, match="det_size"):
         Predictor(det_size=8)
+    # the doubtful second look and the confidence term of the subject rule: the shipped model's, or given
+    assert (predictor.pre.crop.det_retry_below, predictor.pre.crop.subject_confidence) == (0.9, 3.0)
+    plain = Predictor(det_retry_below=0, subject_confidence=0)
+    assert (plain.cropper.settings.det_retry_below, plain.cropper.settings.subject_confidence) == (None, 0.0)
+    assert plain.cropper.detector.retry_below is None
 
 
 def test_shipped_model_looks_again_for_faces_it_misses_on_its_small_copy(predictor, astronaut):

@@ -195,9 +195,14 @@ def test_det_retry_is_keyed_and_overridable():
     assert CropSettings(det_retry_side=640, det_retry_below=None).key().endswith("-z640")  # bundles saved before
     assert old.with_detection(det_retry=640) == new and new.with_detection(det_retry=0) == old
     assert new.with_detection() is new and new.with_detection(det_size=448).alignment() == new.alignment()
-    for bad in ({"det_retry": 16}, {"det_size": 8}, {"weak_score": 1.5}):
+    for bad in ({"det_retry": 16}, {"det_size": 8}, {"weak_score": 1.5}, {"det_retry_below": 2},
+                {"subject_confidence": -1}):
         with pytest.raises(ValueError):
             new.with_detection(**bad)
+    # the doubtful look and the confidence term: predict / export options too, never the crop
+    off = new.with_detection(det_retry_below=0, subject_confidence=0)
+    assert off.det_retry_below is None and off.subject_confidence == 0 and off.alignment() == new.alignment()
+    assert new.with_detection(det_retry_below=0.7, subject_confidence=1.5).detection()["det_retry_below"] == 0.7
 
 
 def _two_faces(astronaut, astronaut_face, centre_side, edge_side, edge_at=(20, 20)):

@@ -86,7 +86,8 @@ def _predict(a) -> int:
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta, vote=a.vote,
                      det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry,
-                     subject_centre=a.subject_centre)
+                     subject_centre=a.subject_centre, det_retry_below=a.det_retry_below,
+                     subject_confidence=a.subject_confidence)
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -161,7 +162,8 @@ def _export(a) -> int:
 
     model = MaskClassifier.load(a.model, eager=True)
     crop = model.preprocess.crop
-    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry, a.subject_centre)
+    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry, a.subject_centre, a.det_retry_below,
+                              a.subject_confidence)
     if new != crop:  # where faces are looked for, saved as the bundle's own default; the crop is unchanged
         changed = {k: v for k, v in new.detection().items() if crop.detection()[k] != v}
         before = model.info.get("detection_changed_at_export", {})
@@ -306,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how much being central counts when choosing a photo's subject (the first face, and the "
                          "answer in the eval layout): the face scoring highest on sqrt(area / largest area) - W * "
                          "offset from the centre; default: the model's face.subject_centre; 0 = the largest face")
+    pr.add_argument("--det-retry-below", type=float, metavar="S",
+                    help="also look again closer when the first look's best face scores under S, it found several "
+                         "faces, or its one face is at a side; default: the model's face.det_retry_below (0.9); "
+                         "0 = only when no face was found")
+    pr.add_argument("--subject-confidence", type=float, metavar="C",
+                    help="in choosing the subject, subtract C x (best detection score - the face's), so a large "
+                         "doubtful detection does not outrank a clear face; default: the model's "
+                         "face.subject_confidence (3); 0 = off")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
@@ -335,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--det-retry", type=int, metavar="PX", help="save this as the model's face.det_retry_side (0 = off)")
     x.add_argument("--subject-centre", type=float, metavar="W",
                    help="save this as the model's face.subject_centre (0 = the largest face is the subject)")
+    x.add_argument("--det-retry-below", type=float, metavar="S",
+                   help="save this as the model's face.det_retry_below (0 = look again only when nothing was found)")
+    x.add_argument("--subject-confidence", type=float, metavar="C",
+                   help="save this as the model's face.subject_confidence (0 = off)")
     x.set_defaults(fn=_export)
 
     so = sub.add_parser("soup", help="average the weights of models fine-tuned from one start into one network")

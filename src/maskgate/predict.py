@@ -54,7 +54,8 @@ class Predictor:
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
                  batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
                  weak_score: float | None = None, det_retry: int | None = None,
-                 subject_centre: float | None = None, vote: str = "soft"):
+                 subject_centre: float | None = None, vote: str = "soft", det_retry_below: float | None = None,
+                 subject_confidence: float | None = None):
         """model: a bundle, run folder or loaded model; a list of them averages their class distributions;
         a `maskgate kfold` folder stands for all its folds.
 
@@ -69,6 +70,9 @@ class Predictor:
         subject_centre: how much being central counts in choosing a photo's subject, the face reported
         first and the one answer in the eval layout (faces/crop.py `subject_order`; default: the model's
         own `face.subject_centre`); 0 = simply the largest face.
+        det_retry_below, subject_confidence: the model's `face.det_retry_below` (look again closer when the
+        first look's best face scores under this, it found several faces, or one at a side; 0 = only when
+        nothing was found) and `face.subject_confidence` (detection confidence in the subject rule; 0 = off).
 
         vote: how an ensemble decides: "soft" (normalised geometric mean of the members' distributions) or
         "hard" (the class most members pick; ties go to the higher soft-vote probability).
@@ -79,7 +83,7 @@ class Predictor:
         if vote not in ("soft", "hard"):
             raise ValueError(f"vote={vote!r}: soft or hard")
         self.vote = vote
-        where = (det_size, weak_score, det_retry, subject_centre)
+        where = (det_size, weak_score, det_retry, subject_centre, det_retry_below, subject_confidence)
         CropSettings().with_detection(*where)  # bad values fail before the model loads
         members = [default_model_for(device)] if model is None else expand_members(
             list(model) if isinstance(model, (list, tuple)) else [model])

@@ -73,9 +73,11 @@ class CropSettings:
                 "subject_confidence": self.subject_confidence}
 
     def with_detection(self, det_size: int | None = None, weak_score: float | None = None,
-                       det_retry: int | None = None, subject_centre: float | None = None) -> "CropSettings":
-        """These settings with where-to-look options changed (None = keep; for weak_score, det_retry and
-        subject_centre 0 = off). They decide only where faces are found and which is the subject, never
+                       det_retry: int | None = None, subject_centre: float | None = None,
+                       det_retry_below: float | None = None, subject_confidence: float | None = None
+                       ) -> "CropSettings":
+        """These settings with where-to-look options changed (None = keep; for weak_score, det_retry,
+        subject_centre, det_retry_below and subject_confidence 0 = off). They decide only where faces are found and which is the subject, never
         how a found face is cut, so they can change after training (`maskgate predict` / `export`
         options) without any drift in the crops."""
         if det_size is not None and det_size < 32:
@@ -86,6 +88,11 @@ class CropSettings:
             raise ValueError(f"det_retry must be 0 (off) or at least 32 pixels, got {det_retry}")
         if subject_centre is not None and not 0 <= subject_centre <= 4:
             raise ValueError(f"subject_centre must be in [0, 4] (0 = the largest face), got {subject_centre}")
+        if det_retry_below is not None and not 0 <= det_retry_below <= 1:
+            raise ValueError(f"det_retry_below must be in [0, 1] (0 = look again only when nothing was found), "
+                             f"got {det_retry_below}")
+        if subject_confidence is not None and not 0 <= subject_confidence <= 10:
+            raise ValueError(f"subject_confidence must be in [0, 10] (0 = off), got {subject_confidence}")
         out = self
         if det_size:
             out = replace(out, det_max_side=int(det_size))
@@ -93,6 +100,10 @@ class CropSettings:
             out = replace(out, weak_score=min(float(weak_score), out.min_score) if weak_score else None)
         if det_retry is not None:
             out = replace(out, det_retry_side=int(det_retry) or None)
+        if det_retry_below is not None:
+            out = replace(out, det_retry_below=float(det_retry_below) or None)
+        if subject_confidence is not None:
+            out = replace(out, subject_confidence=float(subject_confidence))
         if subject_centre is not None:
             out = replace(out, subject_centre=float(subject_centre) or None)
         return out
