@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -257,9 +258,35 @@ def test_training_with_age_rules_and_the_balanced_sampler(tiny_run, tiny_data, t
     assert a["val"]["n"] == b["val"]["n"] > 0
 
 
+def read_wandb_records(path: Path) -> list:
+    """The records of an offline W&B run file, parsed with wandb's own protobuf definitions. The file is a
+    LevelDB-style log: a 7-byte file header, then records with 7-byte headers (crc, length, type) in 32 KiB
+    blocks, a record split across blocks as FIRST / MIDDLE / LAST pieces."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B run file"
+    pos, records, buf = 7, [], b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL, LAST
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            records.append(rec)
+            buf = b""
+    return records
+
+
 def test_18_way_head_with_sgd_cosine_then_continued_with_another_optimiser_and_early_stop(tiny_data, tmp_path):
     """model.head=class18 + SGD/cosine trains and predicts, tracked in MLflow offline (a file store in the run
-    folder: the config as parameters, every epoch's scores, the pictures and model as artifacts); a second
+    folder: the config as parameters, every epoch's scores, the pictures and model as artifacts) and in W&B
+    offline (no account, no network: the config, every epoch's scores, the two pictures); a second
     run continues from it (model.init) with another optimiser, and stops early once validation macro F1
     stops improving (lr ~0: it cannot improve); --resume of a run that stopped early trains nothing more."""
     import os
@@ -269,7 +296,7 @@ def test_18_way_head_with_sgd_cosine_then_continued_with_another_optimiser_and_e
     train, ev = tiny_data
     first, second = tmp_path / "a", tmp_path / "b"
     cli("train", "--data-dir", train, "--out", first, *TINY_OVERRIDES, "train.epochs=2", "model.head=class18",
-        "train.optimizer=sgd", "train.lr=0.05", "train.scheduler=cosine", "track.mlflow=true")
+        "train.optimizer=sgd", "train.lr=0.05", "train.scheduler=cosine", "track.mlflow=true", "track.wandb=true")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=(first / "mlruns").resolve().as_uri())
     rid = (first / "mlflow_run_id").read_text().strip()
@@ -281,6 +308,20 @@ def test_18_way_head_with_sgd_cosine_then_continued_with_another_optimiser_and_e
     assert {"best.pt", "confusion_val.png", "most_wrong_val.png", "summary.json"} <= {
         a.path for a in client.list_artifacts(rid)}
     assert r.info.status == "FINISHED"
+    wid = (first / "wandb_run_id").read_text().strip()
+    [run_file] = (first / "wandb").glob(f"offline-run-*-{wid}/run-{wid}.wandb")
+    recs = read_wandb_records(run_file)
+    steps = {}
+    for rec in recs:
+        if rec.WhichOneof("record_type") == "history":
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+            if "val/macro_f1" in row:
+                steps[row["_step"]] = round(row["val/macro_f1"], 4)
+    assert sorted(steps.items()) == list(zip([1, 2], m["val_macro_f1"].round(4)))
+    config = {i.key: json.loads(i.value_json) for rec in recs if rec.WhichOneof("record_type") == "run"
+              for i in rec.run.config.update}
+    assert config["train"]["optimizer"] == "sgd" and config["model"]["head"] == "class18"
+    assert len(list(run_file.parent.glob("files/media/images/val/*.png"))) == 2  # confusion, most wrong
     from maskgate.models.classifier import MaskClassifier
 
     assert MaskClassifier.load(first / "best.pt", eager=True).arch["head"] == "class18"

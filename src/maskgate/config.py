@@ -166,6 +166,8 @@ def validate(cfg: dict) -> None:
          "face.subject_centre must be in [0, 4] (0 = the largest face is the subject) or null"),
         (cfg["face"].get("subject_confidence") is None or 0 <= float(cfg["face"]["subject_confidence"]) <= 10,
          "face.subject_confidence must be in [0, 10] (0 = detection scores do not count in choosing the subject)"),
+        (str(cfg["track"].get("wandb_mode") or "offline") in ("offline", "online", "disabled"),
+         "track.wandb_mode must be offline (no account, no network), online or disabled"),
         (cfg["face"].get("det_retry_below") is None or 0 < float(cfg["face"]["det_retry_below"]) <= 1,
          "face.det_retry_below must be in (0, 1] or null (look again only when no face was found)"),
     ]

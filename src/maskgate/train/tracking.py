@@ -9,6 +9,11 @@ MLflow (`track.mlflow: true`), offline by default: the same scores per epoch, th
 parameters, the pictures, summary.json and best.pt as artifacts, in a file store in the run folder
 (RUN/mlruns; `mlflow ui --backend-store-uri RUN/mlruns`), or at `track.mlflow_uri` (sqlite:///..., a
 server). A resumed run goes on in the same MLflow run (its id is kept in RUN/mlflow_run_id).
+
+Weights & Biases (`track.wandb: true`), offline by default (no account, no network): the config, every
+epoch's scores, the confusion matrix and the most-wrong grid as images, in RUN/wandb/offline-run-*
+(`wandb sync RUN/wandb/offline-run-*` uploads it later; `track.wandb_mode: online` logs live). A resumed run
+goes on under the same W&B run id (kept in RUN/wandb_run_id), each session in its own offline folder.
 """
 from __future__ import annotations
 
@@ -83,10 +88,37 @@ class MlflowLog:
         self.client.set_terminated(self.run_id)
 
 
+class WandbLog:
+    """One W&B run, used through its run object (wandb itself also keeps it as `wandb.run`)."""
+
+    def __init__(self, out: Path, project: str, mode: str, config: dict):
+        import uuid
+
+        import wandb
+
+        id_file = out / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+        self.run = wandb.init(project=project, name=out.name, id=run_id, resume="allow", dir=str(out), mode=mode,
+                              config=config, settings=wandb.Settings(silent=True))
+        id_file.write_text(run_id)
+        self.run_id, self.dir = run_id, Path(self.run.dir).parent
+
+    def metrics(self, values: dict, step: int) -> None:
+        self.run.log(values, step=step)
+
+    def images(self, paths: dict[str, Path], step: int) -> None:
+        import wandb
+
+        self.run.log({k: wandb.Image(str(p)) for k, p in paths.items() if p.is_file()}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class RunTracker:
     def __init__(self, out: Path, enabled: bool = True, log: Callable[[str], None] = print, track: dict | None = None,
                  config: dict | None = None):
-        self.out, self.writer, self.mlflow = Path(out), None, None
+        self.out, self.writer, self.mlflow, self.wandb = Path(out), None, None, None
         track = track or {}
         if enabled:
             try:
@@ -103,6 +135,14 @@ class RunTracker:
             self.mlflow = MlflowLog(self.out, track.get("mlflow_uri"), str(track.get("mlflow_experiment", "maskgate")),
                                     flat_params(config or {}))
             log(f"MLflow run {self.mlflow.run_id} at {self.mlflow.uri}")
+        if track.get("wandb"):
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise ValueError("track.wandb: wandb is not installed (pip install wandb)")
+            mode = str(track.get("wandb_mode") or "offline")
+            self.wandb = WandbLog(self.out, str(track.get("wandb_project") or "maskgate"), mode, config or {})
+            log(f"W&B run {self.wandb.run_id} ({mode}) in {self.wandb.dir}")
 
     def epoch(self, metrics: dict) -> None:
         step = int(metrics["epoch"])
@@ -110,6 +150,8 @@ class RunTracker:
                    if k not in ("epoch", "seconds") and isinstance(v, (int, float))}
         if self.mlflow is not None:
             self.mlflow.metrics({k.replace("/", "_"): v for k, v in scalars.items()}, step)
+        if self.wandb is not None:
+            self.wandb.metrics(scalars, step)
         if self.writer is None:
             return
         for tag, v in scalars.items():
@@ -122,6 +164,9 @@ class RunTracker:
         plot_confusion(y_true, y_pred, self.out / "confusion_val.png", "validation (after age-band offsets)")
         if wrong_grid is not None:
             cv2.imwrite(str(self.out / "most_wrong_val.png"), wrong_grid[..., ::-1])
+        if self.wandb is not None:
+            self.wandb.images({"val/confusion": self.out / "confusion_val.png",
+                               "val/most_wrong": self.out / "most_wrong_val.png"}, step)
         if self.writer is not None:
             cm = cv2.imread(str(self.out / "confusion_val.png"))[..., ::-1]
             self.writer.add_image("val/confusion", np.ascontiguousarray(cm), step, dataformats="HWC")
@@ -137,6 +182,8 @@ class RunTracker:
             self.mlflow.artifacts([self.out / n for n in ("metrics.png", "confusion_val.png", "most_wrong_val.png",
                                                           "summary.json", "config.yaml", "best.pt")])
             self.mlflow.close()
+        if self.wandb is not None:
+            self.wandb.close()
 
 
 def most_wrong(probs: np.ndarray, true: np.ndarray, k: int = 16) -> np.ndarray:
