@@ -77,9 +77,9 @@ class CropSettings:
                        det_retry_below: float | None = None, subject_confidence: float | None = None
                        ) -> "CropSettings":
         """These settings with where-to-look options changed (None = keep; for weak_score, det_retry,
-        subject_centre, det_retry_below and subject_confidence 0 = off). They decide only where faces are found and which is the subject, never
-        how a found face is cut, so they can change after training (`maskgate predict` / `export`
-        options) without any drift in the crops."""
+        subject_centre, det_retry_below and subject_confidence 0 = off). They decide only where faces are
+        found and which is the subject, never how a found face is cut, so they can change after training
+        (`maskgate predict` / `export` options) without any drift in the crops."""
         if det_size is not None and det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
         if weak_score is not None and not 0 <= weak_score < 1:

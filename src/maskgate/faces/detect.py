@@ -72,6 +72,12 @@ class _Base:
         """retry_side: when no face reaches `min_score` on the `max_side` copy of a larger photo, look
         again on a copy this large (capped at the photo's own size) before anything else.
 
+        Why: detection runs on a small copy for speed, and a face that is small in a large photo
+        (a portrait with shoulders and background, a camera frame) shrinks below what the detector
+        sees. Looking again only when nothing was found (or, with `retry_below`, when the first look is
+        doubtful) keeps the speed for the common case.
+        None = off (bundles saved before it).
+
         retry_below: also look again when the first look is doubtful (`doubtful`): its most confident face
         scores below this, it found several faces (which one is the subject?), or its only face sits in the
         outer quarter of the width (the subject may be a masked face it missed). The second look's faces
@@ -79,11 +85,6 @@ class _Base:
         Why: on the 256 px copy of a 640-1280 px photo a masked face of 60-80 px is often missed or scored
         low while an unmasked bystander is found, and the subject goes wrong (docs/benchmarks.md,
         "Large photos"); a clear, central portrait face is never looked at twice, so it costs nothing there.
-
-        Why: detection runs on a small copy for speed, and a face that is small in a large photo
-        (a portrait with shoulders and background, a camera frame) shrinks below what the detector
-        sees. Looking again only when nothing was found keeps the speed for the common case.
-        None = off (bundles saved before it).
 
         weak_score: when no face reaches `min_score`, take the single best one above this instead.
 
