@@ -67,3 +67,21 @@ def test_saved_config_of_an_older_version_resumes_as_it_was_trained():
     old["train"]["no_such_key"] = 1
     with pytest.raises(ConfigError, match="no_such_key"):
         complete_saved(old)
+
+
+def test_face_settings_are_checked_in_one_place_naming_key_and_flag():
+    """The face section is checked by CropSettings itself (config, bundles and CLI flags alike): every bad
+    value is named at once, by its config key and the flag that sets it."""
+    with pytest.raises(ConfigError, match=r"face.weak_score \(--weak-score\) must be in \(0, min_score 0.5\]"):
+        load_config(overrides=["face.weak_score=0.7"])
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["face.det_retry_side=16", "face.det_retry_below=1.5", "face.subject_centre=-1",
+                               "face.subject_confidence=11", "face.crop_size=8"])
+    for key in ("det_retry_side (--det-retry)", "det_retry_below (--det-retry-below)",
+                "subject_centre (--subject-centre)", "subject_confidence (--subject-confidence)", "crop_size"):
+        assert "face." + key in str(e.value)
+    with pytest.raises(ConfigError, match="face.det_max_side must be a number, got 'big'"):
+        load_config(overrides=["face.det_max_side=big"])
+    for ok in ("face.weak_score=null", "face.det_retry_side=null", "face.det_retry_below=null",
+               "face.subject_centre=0", "face.subject_confidence=0"):
+        load_config(overrides=[ok])  # off is always allowed

@@ -53,7 +53,7 @@ def test_det_size_finds_a_small_face_in_a_big_frame_without_changing_crops(predi
     import dataclasses
     assert big.cropper.settings == dataclasses.replace(predictor.pre.crop, det_max_side=1600, det_retry_side=None)
     assert predictor.cropper.settings == predictor.pre.crop
-    with pytest.raises(ValueError, match="det_size"):
+    with pytest.raises(ValueError, match=r"det_max_side \(--det-size\) must be at least 32"):
         Predictor(det_size=8)
     # the doubtful second look and the confidence term of the subject rule: the shipped model's, or given
     assert (predictor.pre.crop.det_retry_below, predictor.pre.crop.subject_confidence) == (0.9, 3.0)

@@ -241,3 +241,30 @@ def test_subject_is_the_largest_and_most_central_face(astronaut, astronaut_face)
     assert CropSettings().with_detection(subject_centre=0).subject_centre is None
     with pytest.raises(ValueError):
         CropSettings().with_detection(subject_centre=-1)
+
+
+def test_detection_options_are_one_table_for_every_command():
+    """predict, export, serve and watch take the same where-to-look flags, made from DETECTION_OPTIONS, and
+    each lands in the CropSettings field it names (0 = off where the option says so)."""
+    from maskgate.cli import _detection_args, build_parser
+    from maskgate.faces.options import DETECTION_OPTIONS
+
+    argv = {"det_size": "448", "weak_score": "0.3", "det_retry": "0", "det_retry_below": "0.7",
+            "subject_centre": "0", "subject_confidence": "1.5"}
+    assert set(argv) == {o.name for o in DETECTION_OPTIONS}
+    flags = [x for name, v in argv.items() for x in ("--" + name.replace("_", "-"), v)]
+    parser = build_parser()
+    for head in (["predict", "x.jpg", "--out", "p.csv"], ["export", "--model", "m", "--out", "o.pt"], ["serve"], ["watch", "--source", "0"]):
+        assert _detection_args(parser.parse_args(head + flags)) == {
+            "det_size": 448, "weak_score": 0.3, "det_retry": 0, "det_retry_below": 0.7, "subject_centre": 0.0,
+            "subject_confidence": 1.5}
+        assert set(_detection_args(parser.parse_args(head)).values()) == {None}  # nothing given: the model's own
+    base = CropSettings(weak_score=0.2, det_retry_side=1280, subject_centre=0.5)
+    new = base.with_detection(**_detection_args(parser.parse_args(["predict", "x.jpg", "--out", "p.csv"] + flags)))
+    assert (new.det_max_side, new.weak_score, new.det_retry_side, new.det_retry_below, new.subject_centre,
+            new.subject_confidence) == (448, 0.3, None, 0.7, None, 1.5)
+    assert new.alignment() == base.alignment()
+    with pytest.raises(TypeError, match="not a detection option: crop_size"):
+        base.with_detection(crop_size=64)  # how a face is cut never changes after training
+    with pytest.raises(ValueError, match=r"face.weak_score \(--weak-score\)"):
+        base.with_detection(weak_score=0.6)  # above the model's min_score 0.5: no longer silently clipped

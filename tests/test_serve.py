@@ -251,3 +251,20 @@ def test_web_page_is_served(client):
     r = client.get("/")
     assert r.status_code == 200 and "getUserMedia" in r.text and "/v1/predict" in r.text
     assert 'name="viewport"' in r.text  # usable on a phone
+
+
+def test_detection_flags_reach_the_service(monkeypatch, capsys):
+    """`maskgate serve --det-size 448 --det-retry 0` looks for faces as told (ServeSettings.detection, passed
+    to each worker's Predictor; /v1/model reports it), and a bad flag stops the command before it serves."""
+    from maskgate.cli import main
+
+    app = create_app(ONNX, ServeSettings(detection={"det_size": 448, "det_retry": 0}))
+    with TestClient(app) as c:
+        _wait_ready(c)
+        det = c.get("/v1/model").json()["detection"]
+    assert det["det_max_side"] == 448 and det["det_retry_side"] is None and det["weak_score"] == 0.2
+    started = []
+    monkeypatch.setattr("maskgate.serve.app.serve", lambda *a, **k: started.append(a))
+    assert main(["serve", "--det-retry-below", "2"]) != 0
+    assert "face.det_retry_below (--det-retry-below) must be in (0, 1]" in capsys.readouterr().err
+    assert not started

@@ -11,6 +11,25 @@ from pathlib import Path
 from . import __version__
 
 
+def _add_detection_flags(p: argparse.ArgumentParser, save: bool = False) -> None:
+    """--det-size, --weak-score, ... from faces/options.py's DETECTION_OPTIONS (one table for predict, export,
+    serve and watch). save: export writes the value into the bundle instead of using it for one run."""
+    from .faces.options import DETECTION_OPTIONS
+
+    g = p.add_argument_group("where faces are looked for (never how a found face is cut)")
+    for o in DETECTION_OPTIONS:
+        what = (f"save as the model's own face.{o.field}: {o.help}" if save
+                else f"{o.help} [default: the model's face.{o.field}]")
+        g.add_argument("--" + o.name.replace("_", "-"), type=o.kind, metavar=o.metavar, help=what)
+
+
+def _detection_args(a) -> dict:
+    """The detection flags given (None = the model's own), as `Predictor` / `with_detection` keywords."""
+    from .faces.options import DETECTION_OPTIONS
+
+    return {o.name: getattr(a, o.name, None) for o in DETECTION_OPTIONS}
+
+
 def _train(a) -> int:
     from .config import load_config
     from .train.recipe import run_training
@@ -85,9 +104,7 @@ def _predict(a) -> int:
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta, vote=a.vote,
-                     det_size=a.det_size, weak_score=a.weak_score, det_retry=a.det_retry,
-                     subject_centre=a.subject_centre, det_retry_below=a.det_retry_below,
-                     subject_confidence=a.subject_confidence)
+                     **_detection_args(a))
     print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
@@ -162,8 +179,7 @@ def _export(a) -> int:
 
     model = MaskClassifier.load(a.model, eager=True)
     crop = model.preprocess.crop
-    new = crop.with_detection(a.det_size, a.weak_score, a.det_retry, a.subject_centre, a.det_retry_below,
-                              a.subject_confidence)
+    new = crop.with_detection(**_detection_args(a))
     if new != crop:  # where faces are looked for, saved as the bundle's own default; the crop is unchanged
         changed = {k: v for k, v in new.detection().items() if crop.detection()[k] != v}
         before = model.info.get("detection_changed_at_export", {})
@@ -200,8 +216,12 @@ def _export(a) -> int:
 def _serve(a) -> int:
     from .serve.app import ServeSettings, serve
 
+    from .faces.crop import CropSettings
+
+    detection = {k: v for k, v in _detection_args(a).items() if v is not None}
+    CropSettings(min_score=1.0).with_detection(**detection)  # a bad flag fails here, not in the loading thread
     settings = ServeSettings(max_bytes=a.max_bytes, max_pixels=a.max_pixels, threads=a.threads,
-                             max_queue=a.max_queue, timeout_s=a.timeout)
+                             max_queue=a.max_queue, timeout_s=a.timeout, detection=detection)
     model = None if not a.model else (a.model[0] if len(a.model) == 1 else a.model)
     serve(model, a.host, a.port, a.workers, settings)
     return 0
@@ -215,7 +235,7 @@ def _watch(a) -> int:
                        max_seconds=a.max_seconds)
     if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0:
         raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0")
-    pred = Predictor(a.model or None, device=a.device, workers=1, det_size=a.det_size)
+    pred = Predictor(a.model or None, device=a.device, workers=1, **_detection_args(a))
     summary = watch(a.source, pred, opt, a.out, a.events)
     print(json.dumps(summary, indent=2))
     return 0
@@ -293,29 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true", help="also classify the mirror image and average (2x slower)")
     pr.add_argument("--vote", choices=("soft", "hard"), default="soft",
                     help="several --model: soft (average of distributions) or hard (majority class) vote")
-    pr.add_argument("--det-size", type=int, metavar="PX",
-                    help="detect faces on a copy this large (longer side; default: the model's, 256). "
-                         "Larger finds small faces in big photos or camera frames, more slowly; crops are unchanged")
-    pr.add_argument("--weak-score", type=float, metavar="S",
-                    help="when no face reaches the model's detection threshold, take the best one scoring at least "
-                         "S (small and masked faces score low) instead of the centre-square fallback; default: the "
-                         "model's face.weak_score (0.2 for the shipped model); 0 = off")
-    pr.add_argument("--det-retry", type=int, metavar="PX",
-                    help="when no face reaches the detection threshold on the detection copy of a larger photo, "
-                         "or that look is doubtful (face.det_retry_below), look again on a copy up to this large; "
-                         "default: the model's face.det_retry_side (1280 for the shipped model); 0 = off")
-    pr.add_argument("--subject-centre", type=float, metavar="W",
-                    help="how much being central counts when choosing a photo's subject (the first face, and the "
-                         "answer in the eval layout): the face scoring highest on sqrt(area / largest area) - W * "
-                         "offset from the centre; default: the model's face.subject_centre; 0 = the largest face")
-    pr.add_argument("--det-retry-below", type=float, metavar="S",
-                    help="also look again closer when the first look's best face scores under S, it found several "
-                         "faces, or its one face is at a side; default: the model's face.det_retry_below (0.9); "
-                         "0 = only when no face was found")
-    pr.add_argument("--subject-confidence", type=float, metavar="C",
-                    help="in choosing the subject, subtract C x (best detection score - the face's), so a large "
-                         "doubtful detection does not outrank a clear face; default: the model's "
-                         "face.subject_confidence (3); 0 = off")
+    _add_detection_flags(pr)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
@@ -340,15 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-images", nargs="*", default=[], metavar="PATH",
                    help="with --format onnx: photos or folders whose faces are added to the parity check")
     x.add_argument("--graph-only", action="store_true", help="drop the fp16 weights, keep only the graph (smallest)")
-    x.add_argument("--det-size", type=int, metavar="PX", help="save this as the model's detection size (as predict's)")
-    x.add_argument("--weak-score", type=float, metavar="S", help="save this as the model's face.weak_score (0 = off)")
-    x.add_argument("--det-retry", type=int, metavar="PX", help="save this as the model's face.det_retry_side (0 = off)")
-    x.add_argument("--subject-centre", type=float, metavar="W",
-                   help="save this as the model's face.subject_centre (0 = the largest face is the subject)")
-    x.add_argument("--det-retry-below", type=float, metavar="S",
-                   help="save this as the model's face.det_retry_below (0 = look again only when nothing was found)")
-    x.add_argument("--subject-confidence", type=float, metavar="C",
-                   help="save this as the model's face.subject_confidence (0 = off)")
+    _add_detection_flags(x, save=True)
     x.set_defaults(fn=_export)
 
     so = sub.add_parser("soup", help="average the weights of models fine-tuned from one start into one network")
@@ -369,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload (bytes)")
     sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest photo (width x height)")
     sv.add_argument("--timeout", type=float, default=30.0, help="seconds before a prediction answers 503")
+    _add_detection_flags(sv)
     sv.set_defaults(fn=_serve)
 
     wa = sub.add_parser("watch", help="a video file, camera or stream: follow faces, one event per person and mask state")
@@ -377,13 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--events", help="events csv to write (snapshots go to a folder beside it)")
     wa.add_argument("--model", action="append", default=[], help="run folder, .pt or .onnx bundle (repeat: soft vote)")
     wa.add_argument("--device", default="auto")
-    wa.add_argument("--det-size", type=int, metavar="PX", help="look for faces on a copy this large (small faces)")
     wa.add_argument("--all-frames", action="store_true",
                     help="a file: classify every frame, however long it takes (default: skip to keep real time)")
     wa.add_argument("--settle", type=int, default=3, help="frames in a row a new mask state needs")
     wa.add_argument("--min-frames", type=int, default=2, help="fewer classified frames make no event")
     wa.add_argument("--max-gap", type=float, default=1.0, help="seconds unseen before a person has left")
     wa.add_argument("--max-seconds", type=float, help="stop a camera or stream after this long")
+    _add_detection_flags(wa)
     wa.set_defaults(fn=_watch)
 
     sy = sub.add_parser("synth", help="draw masks on a labelled source of unmasked faces -> competition layout")

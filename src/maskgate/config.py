@@ -162,18 +162,18 @@ def validate(cfg: dict) -> None:
         (all(isinstance(v, (int, float)) and v >= 0 for v in kinds.values()) and sum(kinds.values()) > 0,
          "synth.incorrect_kinds must be weights >= 0, not all 0"),
         (isinstance(cfg["data"]["extra"], list), "data.extra must be a list of folders or {path: ...} entries"),
-        (cfg["face"].get("subject_centre") is None or 0 <= float(cfg["face"]["subject_centre"]) <= 4,
-         "face.subject_centre must be in [0, 4] (0 = the largest face is the subject) or null"),
-        (cfg["face"].get("subject_confidence") is None or 0 <= float(cfg["face"]["subject_confidence"]) <= 10,
-         "face.subject_confidence must be in [0, 10] (0 = detection scores do not count in choosing the subject)"),
         (str(cfg["track"].get("wandb_mode") or "offline") in ("offline", "online", "disabled"),
          "track.wandb_mode must be offline (no account, no network), online or disabled"),
-        (cfg["face"].get("det_retry_below") is None or 0 < float(cfg["face"]["det_retry_below"]) <= 1,
-         "face.det_retry_below must be in (0, 1] or null (look again only when no face was found)"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    from .faces.crop import CropSettings
+
+    try:  # the face section: checked where the settings are made (faces/crop.py), so in one place
+        CropSettings.from_config(cfg["face"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     from .data.sources import SourceSpec
 
     try:

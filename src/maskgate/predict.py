@@ -83,8 +83,9 @@ class Predictor:
         if vote not in ("soft", "hard"):
             raise ValueError(f"vote={vote!r}: soft or hard")
         self.vote = vote
-        where = (det_size, weak_score, det_retry, subject_centre, det_retry_below, subject_confidence)
-        CropSettings().with_detection(*where)  # bad values fail before the model loads
+        where = dict(det_size=det_size, weak_score=weak_score, det_retry=det_retry, subject_centre=subject_centre,
+                     det_retry_below=det_retry_below, subject_confidence=subject_confidence)
+        CropSettings(min_score=1.0).with_detection(**where)  # bad values fail before the model loads (its own min_score: below)
         members = [default_model_for(device)] if model is None else expand_members(
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:
@@ -95,7 +96,7 @@ class Predictor:
         self.model = self.models[0]
         self.pre = self.model.preprocess
         # where faces are found, per model, after the options given here (they apply to every model)
-        found_by = [m.preprocess.crop.with_detection(*where) for m in self.models]
+        found_by = [m.preprocess.crop.with_detection(**where) for m in self.models]
         for src, c in zip(members[1:], found_by[1:]):
             if c.detection() != found_by[0].detection():
                 raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "

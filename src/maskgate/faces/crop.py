@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field, replace
 import cv2
 import numpy as np
 
-from .detect import Face, FaceDetector, create_detector
+from .detect import Face, FaceDetector, check_detection, create_detector
+from .options import DETECTION_OPTIONS
 
 # ArcFace 5-point template in a 112x112 crop, normalised to [0, 1].
 TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -42,12 +43,50 @@ class CropSettings:
     subject_confidence: float = 3.0
 
     def __post_init__(self):
+        """Every value checked here, once: a config, a saved bundle and a predict / export flag all end up here."""
         if self.window is not None:
             w = tuple(float(v) for v in self.window)
             if len(w) != 4 or not (0 <= w[0] < w[3] <= 1 and 0 <= w[1] < w[2] <= 1):
                 raise ValueError(f"face.window must be [top, left, right, bottom] with 0 <= top < bottom <= 1 "
                                  f"and 0 <= left < right <= 1, got {self.window!r}")
             self.window = w
+        bad = []
+        try:
+            check_detection(self.det_max_side, self.min_score, self.weak_score, self.det_retry_side,
+                            self.det_retry_below)
+        except ValueError as e:
+            bad.append(str(e))
+        if not self.crop_size >= 32:
+            bad.append(f"face.crop_size must be at least 32 pixels, got {self.crop_size}")
+        if self.subject_centre is not None and not 0 <= self.subject_centre <= 4:
+            bad.append(f"face.subject_centre (--subject-centre) must be in [0, 4] (0 = the largest face is the "
+                       f"subject); got {self.subject_centre}")
+        if not 0 <= self.subject_confidence <= 10:
+            bad.append(f"face.subject_confidence (--subject-confidence) must be in [0, 10] (0 = detection scores do "
+                       f"not count in choosing the subject); got {self.subject_confidence}")
+        if bad:
+            raise ValueError("; ".join(bad))
+
+    @classmethod
+    def from_config(cls, face: dict) -> "CropSettings":
+        """The config's `face:` section -> settings; a value of the wrong type is named by its key."""
+        def num(key: str, kind: type, optional: bool = False, zero_off: bool = False):
+            v = face.get(key)
+            if v is None and optional:
+                return None
+            try:
+                v = kind(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"face.{key} must be a number{' or null' if optional else ''}, got {v!r}") from None
+            return None if zero_off and v == 0 else v
+
+        return cls(detector=str(face["detector"]), det_max_side=num("det_max_side", int),
+                   min_score=num("min_score", float), crop_size=num("crop_size", int), margin=num("margin", float),
+                   window=face.get("window"), weak_score=num("weak_score", float, True),
+                   det_retry_side=num("det_retry_side", int, True),
+                   det_retry_below=num("det_retry_below", float, True),
+                   subject_centre=num("subject_centre", float, True, zero_off=True),
+                   subject_confidence=num("subject_confidence", float, True) or 0.0)
 
     def key(self) -> str:
         key = "{detector}-{det_max_side}-{min_score}-{crop_size}-{margin}".format(**asdict(self))
@@ -72,41 +111,23 @@ class CropSettings:
                 "det_retry_below": self.det_retry_below, "subject_centre": self.subject_centre or None,
                 "subject_confidence": self.subject_confidence}
 
-    def with_detection(self, det_size: int | None = None, weak_score: float | None = None,
-                       det_retry: int | None = None, subject_centre: float | None = None,
-                       det_retry_below: float | None = None, subject_confidence: float | None = None
-                       ) -> "CropSettings":
-        """These settings with where-to-look options changed (None = keep; for weak_score, det_retry,
-        subject_centre, det_retry_below and subject_confidence 0 = off). They decide only where faces are
-        found and which is the subject, never how a found face is cut, so they can change after training
-        (`maskgate predict` / `export` options) without any drift in the crops."""
-        if det_size is not None and det_size < 32:
-            raise ValueError(f"det_size must be at least 32 pixels, got {det_size}")
-        if weak_score is not None and not 0 <= weak_score < 1:
-            raise ValueError(f"weak_score must be in [0, 1) (0 = off), got {weak_score}")
-        if det_retry is not None and det_retry != 0 and det_retry < 32:
-            raise ValueError(f"det_retry must be 0 (off) or at least 32 pixels, got {det_retry}")
-        if subject_centre is not None and not 0 <= subject_centre <= 4:
-            raise ValueError(f"subject_centre must be in [0, 4] (0 = the largest face), got {subject_centre}")
-        if det_retry_below is not None and not 0 <= det_retry_below <= 1:
-            raise ValueError(f"det_retry_below must be in [0, 1] (0 = look again only when nothing was found), "
-                             f"got {det_retry_below}")
-        if subject_confidence is not None and not 0 <= subject_confidence <= 10:
-            raise ValueError(f"subject_confidence must be in [0, 10] (0 = off), got {subject_confidence}")
-        out = self
-        if det_size:
-            out = replace(out, det_max_side=int(det_size))
-        if weak_score is not None:
-            out = replace(out, weak_score=min(float(weak_score), out.min_score) if weak_score else None)
-        if det_retry is not None:
-            out = replace(out, det_retry_side=int(det_retry) or None)
-        if det_retry_below is not None:
-            out = replace(out, det_retry_below=float(det_retry_below) or None)
-        if subject_confidence is not None:
-            out = replace(out, subject_confidence=float(subject_confidence))
-        if subject_centre is not None:
-            out = replace(out, subject_centre=float(subject_centre) or None)
-        return out
+    def with_detection(self, **changes: float | int | None) -> "CropSettings":
+        """These settings with where-to-look options changed, by the names of `DETECTION_OPTIONS` (None = keep;
+        0 = off where the option says so). They decide only where faces are found and which is the subject,
+        never how a found face is cut, so they can change after training (`maskgate predict` / `export` /
+        `serve` / `watch` flags) without any drift in the crops. Checked by `__post_init__`."""
+        options = {o.name: o for o in DETECTION_OPTIONS}
+        unknown = sorted(set(changes) - set(options))
+        if unknown:
+            raise TypeError(f"not a detection option: {', '.join(unknown)} (options: {', '.join(options)})")
+        new = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            o = options[name]
+            value = o.kind(value)
+            new[o.field] = None if o.zero_off and value == 0 else value
+        return replace(self, **new) if new else self
 
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
         """The part that cuts a crop around a found face."""

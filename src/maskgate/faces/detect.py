@@ -46,6 +46,28 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
 OFF_CENTRE = 0.5  # a lone face whose centre is in the outer quarter of the width, left or right, is doubtful
 
 
+def check_detection(max_side: int, min_score: float, weak_score: float | None = None,
+                    retry_side: int | None = None, retry_below: float | None = None) -> None:
+    """The one range check of where-to-look settings: detectors, `CropSettings` (so the config, bundles and
+    the predict / export / serve / watch flags) all come here. Every problem is named at once, by its config
+    key and flag, e.g. "face.weak_score (--weak-score) must be in (0, min_score 0.5] ..."."""
+    bad = []
+    if not max_side >= 32:
+        bad.append(f"face.det_max_side (--det-size) must be at least 32 pixels, got {max_side}")
+    if not 0 < min_score <= 1:
+        bad.append(f"face.min_score must be in (0, 1], got {min_score}")
+    elif weak_score is not None and not 0 < weak_score <= min_score:
+        bad.append(f"face.weak_score (--weak-score) must be in (0, min_score {min_score:g}], or null / 0 = off; "
+                   f"got {weak_score}")
+    if retry_side is not None and not retry_side >= 32:
+        bad.append(f"face.det_retry_side (--det-retry) must be at least 32 pixels, or null / 0 = off; got {retry_side}")
+    if retry_below is not None and not 0 < retry_below <= 1:
+        bad.append(f"face.det_retry_below (--det-retry-below) must be in (0, 1], or null / 0 = look again only "
+                   f"when no face was found; got {retry_below}")
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     h, w = rgb.shape[:2]
     s = min(1.0, max_side / max(h, w))
@@ -94,13 +116,8 @@ class _Base:
         94% with weak_score 0.2 (97% at 0.1, but RetinaFace gives plain background ~0.1 too).
         None = off (bundles saved before it).
         """
-        if weak_score is not None and not 0 < weak_score <= min_score:
-            raise ValueError(f"face.weak_score must be in (0, min_score={min_score}], got {weak_score}")
-        if retry_side is not None and retry_side < 32:
-            raise ValueError(f"face.det_retry_side must be at least 32 pixels (or null = off), got {retry_side}")
+        check_detection(max_side, min_score, weak_score, retry_side, retry_below)
         self.max_side, self.min_score, self.nms, self.pad_retry = max_side, min_score, nms, pad_retry
-        if retry_below is not None and not 0 < retry_below <= 1:
-            raise ValueError(f"face.det_retry_below must be in (0, 1] (or null = off), got {retry_below}")
         self.weak_score, self.retry_side, self.retry_below = weak_score, retry_side, retry_below
 
     def doubtful(self, faces: list[Face], shape: tuple[int, ...]) -> bool:

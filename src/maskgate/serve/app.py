@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Callable
 
@@ -45,6 +45,9 @@ class ServeSettings:
     max_queue: int = 32  # predictions waiting beyond the running ones; more -> 503 + Retry-After
     timeout_s: float = 30.0  # a prediction's deadline -> 503
     retry_after_s: int = 1
+    # where faces are looked for, as `Predictor` keywords (faces/options.py; the --det-size ...
+    # flags); empty = the model's own
+    detection: dict = field(default_factory=dict)
 
 
 class _BodyTooLarge(Exception):
@@ -149,7 +152,7 @@ def create_app(model: Any = None, settings: ServeSettings | None = None,
         if state["pool"] is None:
             state["pool"] = ThreadPoolExecutor(max_workers=max(1, s.threads), thread_name_prefix="maskgate-predict")
         return state["pool"]
-    factory = predictor_factory or (lambda: Predictor(model, workers=1))
+    factory = predictor_factory or (lambda: Predictor(model, workers=1, **s.detection))
     metrics.ready.set(int(predictor is not None))
 
     def load() -> None:

@@ -94,13 +94,7 @@ def duplicate_groups_of(samples: pd.DataFrame, crops: np.ndarray, rows: np.ndarr
 
 def build_preprocess(cfg: dict) -> Preprocess:
     f, m = cfg["face"], cfg["model"]
-    crop = CropSettings(detector=f["detector"], det_max_side=int(f["det_max_side"]), min_score=float(f["min_score"]),
-                        crop_size=int(f["crop_size"]), margin=float(f["margin"]), window=f.get("window"),
-                        weak_score=None if f.get("weak_score") is None else float(f["weak_score"]),
-                        det_retry_side=None if f.get("det_retry_side") is None else int(f["det_retry_side"]),
-                        det_retry_below=None if f.get("det_retry_below") is None else float(f["det_retry_below"]),
-                        subject_centre=float(f["subject_centre"]) if f.get("subject_centre") else None,
-                        subject_confidence=float(f.get("subject_confidence") or 0.0))
+    crop = CropSettings.from_config(f)
     return Preprocess(crop=crop, input_size=int(m["input_size"]))
 
 
