@@ -145,7 +145,7 @@ def test_weak_score_at_predict_time(predictor, astronaut, astronaut_face):
             Predictor(weak_score=bad)
     # ensemble members that differ only in weak_score: refused, unless the caller decides it for all
     other = _variant(weak_score=None)
-    with pytest.raises(ValueError, match="same way"):
+    with pytest.raises(ValueError, match=r"same way.*give --weak-score \(face.weak_score: None vs 0.2\) to decide"):
         Predictor([default_model_path(), other])
     assert Predictor([default_model_path(), other], weak_score=0.3).cropper.settings.weak_score == 0.3
     assert Predictor([default_model_path(), other], weak_score=0).cropper.settings.weak_score is None

@@ -48,6 +48,16 @@ class FaceResult:
 ModelLike = Runtime | str | os.PathLike  # also a loaded MaskClassifier
 
 
+def _decide_hint(a: CropSettings, b: CropSettings) -> str:
+    """How to make two members find faces alike: the flags that set the settings in which they differ."""
+    from .faces.options import DETECTION_OPTIONS
+
+    da, db = a.detection(), b.detection()
+    flags = [f"--{o.name.replace('_', '-')} (face.{o.field}: {da[o.field]} vs {db[o.field]})"
+             for o in DETECTION_OPTIONS if o.field in da and da[o.field] != db[o.field]]
+    return "; give " + ", ".join(flags) + " to decide for all of them" if flags else ""
+
+
 class Predictor:
     """One model, or a soft-vote ensemble of several, from photos to per-face results."""
 
@@ -100,7 +110,8 @@ class Predictor:
         for src, c in zip(members[1:], found_by[1:]):
             if c.detection() != found_by[0].detection():
                 raise ValueError(f"{src}: an ensemble's models must find faces the same way, but its detection "
-                                 f"settings {c.detection()} differ from {members[0]}'s {found_by[0].detection()}")
+                                 f"settings {c.detection()} differ from {members[0]}'s {found_by[0].detection()}"
+                                 f"{_decide_hint(c, found_by[0])}")
         crop = found_by[0]
         # one detector thread per worker: the workers already run images side by side
         self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
