@@ -82,6 +82,11 @@ def test_face_settings_are_checked_in_one_place_naming_key_and_flag():
         assert "face." + key in str(e.value)
     with pytest.raises(ConfigError, match="face.det_max_side must be a number, got 'big'"):
         load_config(overrides=["face.det_max_side=big"])
+    from maskgate.train.recipe import build_preprocess
+
     for ok in ("face.weak_score=null", "face.det_retry_side=null", "face.det_retry_below=null",
                "face.subject_centre=0", "face.subject_confidence=0"):
         load_config(overrides=[ok])  # off is always allowed
+    off = build_preprocess(load_config(overrides=["face.weak_score=0", "face.det_retry_side=0",
+                                                  "face.det_retry_below=0", "face.subject_centre=0"])).crop
+    assert (off.weak_score, off.det_retry_side, off.det_retry_below, off.subject_centre) == (None,) * 4  # 0 = null

@@ -69,7 +69,8 @@ class CropSettings:
 
     @classmethod
     def from_config(cls, face: dict) -> "CropSettings":
-        """The config's `face:` section -> settings; a value of the wrong type is named by its key."""
+        """The config's `face:` section -> settings; a value of the wrong type is named by its key. As with the
+        flags, 0 turns an optional setting off (the same as null)."""
         def num(key: str, kind: type, optional: bool = False, zero_off: bool = False):
             v = face.get(key)
             if v is None and optional:
@@ -82,9 +83,9 @@ class CropSettings:
 
         return cls(detector=str(face["detector"]), det_max_side=num("det_max_side", int),
                    min_score=num("min_score", float), crop_size=num("crop_size", int), margin=num("margin", float),
-                   window=face.get("window"), weak_score=num("weak_score", float, True),
-                   det_retry_side=num("det_retry_side", int, True),
-                   det_retry_below=num("det_retry_below", float, True),
+                   window=face.get("window"), weak_score=num("weak_score", float, True, zero_off=True),
+                   det_retry_side=num("det_retry_side", int, True, zero_off=True),
+                   det_retry_below=num("det_retry_below", float, True, zero_off=True),
                    subject_centre=num("subject_centre", float, True, zero_off=True),
                    subject_confidence=num("subject_confidence", float, True) or 0.0)
 
