@@ -20,7 +20,7 @@ def _add_detection_flags(p: argparse.ArgumentParser, save: bool = False) -> None
     for o in DETECTION_OPTIONS:
         what = (f"save as the model's own face.{o.field}: {o.help}" if save
                 else f"{o.help} [default: the model's face.{o.field}]")
-        g.add_argument("--" + o.name.replace("_", "-"), type=o.kind, metavar=o.metavar, help=what)
+        g.add_argument(o.flag, type=o.kind, metavar=o.metavar, help=what)
 
 
 def _detection_args(a) -> dict:
@@ -214,12 +214,11 @@ def _export(a) -> int:
 
 
 def _serve(a) -> int:
+    from .faces.crop import CropSettings
     from .serve.app import ServeSettings, serve
 
-    from .faces.crop import CropSettings
-
     detection = {k: v for k, v in _detection_args(a).items() if v is not None}
-    CropSettings(min_score=1.0).with_detection(**detection)  # a bad flag fails here, not in the loading thread
+    CropSettings.check_options(**detection)  # a bad flag fails here, not in the model-loading thread
     settings = ServeSettings(max_bytes=a.max_bytes, max_pixels=a.max_pixels, threads=a.threads,
                              max_queue=a.max_queue, timeout_s=a.timeout, detection=detection)
     model = None if not a.model else (a.model[0] if len(a.model) == 1 else a.model)

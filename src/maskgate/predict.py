@@ -53,7 +53,7 @@ def _decide_hint(a: CropSettings, b: CropSettings) -> str:
     from .faces.options import DETECTION_OPTIONS
 
     da, db = a.detection(), b.detection()
-    flags = [f"--{o.name.replace('_', '-')} (face.{o.field}: {da[o.field]} vs {db[o.field]})"
+    flags = [f"{o.flag} (face.{o.field}: {da[o.field]} vs {db[o.field]})"
              for o in DETECTION_OPTIONS if o.field in da and da[o.field] != db[o.field]]
     return "; give " + ", ".join(flags) + " to decide for all of them" if flags else ""
 
@@ -95,7 +95,7 @@ class Predictor:
         self.vote = vote
         where = dict(det_size=det_size, weak_score=weak_score, det_retry=det_retry, subject_centre=subject_centre,
                      det_retry_below=det_retry_below, subject_confidence=subject_confidence)
-        CropSettings(min_score=1.0).with_detection(**where)  # bad values fail before the model loads (its own min_score: below)
+        CropSettings.check_options(**where)  # bad values fail before the model loads
         members = [default_model_for(device)] if model is None else expand_members(
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:

@@ -130,6 +130,12 @@ class CropSettings:
             new[o.field] = None if o.zero_off and value == 0 else value
         return replace(self, **new) if new else self
 
+    @classmethod
+    def check_options(cls, **changes: float | int | None) -> None:
+        """Check where-to-look options before any model is loaded, so a bad flag fails at once (the weak score
+        is checked against each model's own min_score again when `with_detection` applies it)."""
+        cls(min_score=1.0).with_detection(**changes)
+
     def alignment(self) -> tuple[int, float, tuple[float, float, float, float] | None]:
         """The part that cuts a crop around a found face."""
         return self.crop_size, self.margin, self.window

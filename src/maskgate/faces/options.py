@@ -22,6 +22,11 @@ class DetectionOption:
     zero_off: bool  # 0 turns the option off (None in the settings)
     help: str  # what it does; the CLI adds the default or "save as the model's own"
 
+    @property
+    def flag(self) -> str:
+        """The command-line flag: --det-size for det_size."""
+        return "--" + self.name.replace("_", "-")
+
 
 DETECTION_OPTIONS: tuple[DetectionOption, ...] = (
     DetectionOption("det_size", "det_max_side", int, "PX", False,
