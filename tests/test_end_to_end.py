@@ -52,16 +52,23 @@ def test_train_writes_a_complete_run_folder(tiny_run):
     assert len(vp) == (split["split"] == "val").sum() and set(vp["person"]) == set(split.loc[split["split"] == "val", "person"])
 
 
-def test_gpu_recipe_trains_the_whole_network_from_images(tiny_data, tmp_path):
+def test_gpu_recipe_trains_the_whole_network_from_images(tiny_data, tmp_path, astronaut):
     """`--config gpu` (how the shipped model was made) runs on CPU too: images augmented on the fly in
-    loader worker processes, every block trained, a bundle that predicts. The same with a freeze schedule:
-    the first 3 blocks frozen in epoch 1, trained (at a tenth of the lr) from epoch 2."""
+    loader worker processes, every block trained, a bundle that predicts; with an extra source, the masks
+    of its validation rows drawn once, not at every epoch. The same with a freeze schedule: the first 3
+    blocks frozen in epoch 1, trained (at a tenth of the lr) from epoch 2."""
     train, ev = tiny_data
     run = tmp_path / "g"
-    cli("train", "--data-dir", train, "--out", run, "--config", "gpu", *TINY_OVERRIDES, "train.epochs=1", "workers=2")
+    src = make_labelled_source(tmp_path / "world", astronaut, 8, seed=3, extra_columns=False)
+    cli("train", "--data-dir", train, "--out", run, "--config", "gpu", *TINY_OVERRIDES, "train.epochs=1", "workers=2",
+        "data.extra=[{path: " + str(src) + ", name: world, share: 0.3}]")
     cfg = (run / "config.yaml").read_text()
     assert "freeze_blocks: 0" in cfg and "cache_features: false" in cfg
-    assert "cached frozen-trunk outputs" not in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "cached frozen-trunk outputs" not in log
+    split = pd.read_csv(run / "split.csv", dtype={"person": str})
+    world_val = split[(split["source"] == "world") & (split["split"] == "val")]["person"].nunique()
+    assert world_val > 0 and f"validation: masks drawn once on {2 * world_val} rows" in log  # worn + incorrect
     from maskgate.models.classifier import MaskClassifier, MaskgateNet
 
     m = MaskClassifier.load(run / "best.pt", eager=True)

@@ -180,3 +180,44 @@ def test_synth_eval_layout_has_answers_with_groups(labelled_source, tmp_path):
     masks = decode(answers["ans"].to_numpy())[0]
     assert sorted(np.bincount(masks).tolist()) == [6, 6, 6]
     assert (answers.loc[masks == 2, "state"] == "none").all()
+
+
+def test_validation_masks_are_drawn_once_and_give_the_same_images(monkeypatch):
+    """The on-the-fly path draws the masks of evaluation rows once (in worker processes), not at every
+    epoch's validation; the prepared images are exactly the ones drawn on demand."""
+    import maskgate.train.images as row_images
+    from maskgate.faces.crop import CropSettings
+    from maskgate.models.preprocess import Preprocess
+    from maskgate.train.features import ImageDataset
+    from maskgate.train.images import NO_DRAW, RowImages
+
+    settings = CropSettings()
+    s = settings.crop_size
+    crops = np.stack([np.full((s, s, 3), 90 + 40 * k, np.uint8) for k in range(3)])
+    lms = np.stack([face_landmarks(cx=s / 2, cy=s * 0.45, iod=s * 0.3, roll=r) for r in (-20, 0, 15)])
+    # rows: 3 crops x (as is, worn, incorrect, bare); only worn and incorrect rows have a mask drawn
+    crop_of_row = np.repeat(np.arange(3), 4)
+    draw = np.tile([NO_DRAW, Mask.WEAR, Mask.INCORRECT, Mask.NOT_WEAR], 3)
+    images = RowImages(crops, crop_of_row, draw, lms, settings)
+    n = len(crop_of_row)
+    targets = {"mask": np.zeros(n, np.int64), "gender": np.zeros(n, np.int64),
+               "age_band": np.zeros(n, np.int64), "age": np.full(n, 30.0, np.float32)}
+    pre = Preprocess(input_size=96)
+    on_demand = ImageDataset(images, targets, pre, None, seed=5)
+    expected = [on_demand[i]["x"].numpy() for i in range(n)]
+    assert not np.allclose(expected[1], expected[0])  # a worn row does show a mask
+
+    ds = ImageDataset(images, targets, pre, None, seed=5)
+    assert ds.prepare_drawn(workers=2) == 6  # the worn and incorrect rows, drawn in two processes
+    assert sorted(ds.ready) == [i for i in range(n) if images.drawn(i)]
+
+    def no_more_drawing(*a, **k):
+        raise AssertionError("a mask was drawn again after prepare_drawn")
+
+    monkeypatch.setattr(row_images, "draw_mask", no_more_drawing)
+    for _ in range(2):  # two epochs of validation
+        for i in range(n):
+            assert np.array_equal(ds[i]["x"].numpy(), expected[i])
+    assert ds.prepare_drawn() == 0  # nothing left to make
+    with pytest.raises(ValueError, match="evaluation rows"):
+        ImageDataset(images, targets, pre, {"hflip": 0.5}, seed=5).prepare_drawn()

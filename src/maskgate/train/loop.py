@@ -53,11 +53,16 @@ def _to(batch: dict, device) -> dict:
 
 
 @torch.inference_mode()
-def collect_logits(module: nn.Module, ds: Dataset, batch_size: int, device, amp: bool = False) -> dict[str, np.ndarray]:
-    """Run `module` over a dataset in order; returns numpy logits per head plus the targets."""
+def collect_logits(module: nn.Module, ds: Dataset, batch_size: int, device, amp: bool = False,
+                   workers: int = 0) -> dict[str, np.ndarray]:
+    """Run `module` over a dataset in order; returns numpy logits per head plus the targets.
+
+    `workers`: loader processes that prepare the rows (the on-the-fly path's images). In the loop's own
+    process, with its full OpenCV and PyTorch thread pools, that work crawls when the cores are busy
+    (other runs' loaders on one machine): one epoch's validation outlasted its training many times over."""
     module.eval()
     outs: dict[str, list] = {}
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     for batch in loader:
         b = _to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
@@ -168,7 +173,7 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
         # this epoch's validation macro F1 and epochs since the best one, shared by every rank under DDP
         score = torch.zeros(2, device=device if device.type == "cuda" else "cpu")
         if is_main():
-            lg = collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp)
+            lg = collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp, cfg.workers)
             val = logits_scores(lg)
             metrics.update({f"val_{k}": v for k, v in val.items() if k != "n"})
             for name, idx in (val_parts or {}).items():

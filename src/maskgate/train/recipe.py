@@ -321,6 +321,9 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         train_ds = ImageDataset(images.subset(tr_idx), train_targets, pre, cfg["augment"], seed,
                                 None if alphas is None else alphas[tr_idx])
         val_ds = ImageDataset(images.subset(va_idx), sub(va_idx), pre, None, seed)
+        n_ready = val_ds.prepare_drawn(int(cfg["workers"]))
+        if n_ready:
+            log(f"validation: masks drawn once on {n_ready} rows of extra sources (kept for every epoch)")
         module = net
     del crops, alphas, images
     counts = {task: np.bincount(train_targets[key], minlength=n)
@@ -400,7 +403,7 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
     if is_main():
         module.load_state_dict(torch.load(out / "best_weights.pt", map_location="cpu", weights_only=True))
         module.to(device)
-        lg = collect_logits(module, val_ds, 256, device)
+        lg = collect_logits(module, val_ds, 256, device, workers=loop_cfg.workers)
         bias = np.zeros((2, 3), np.float32)
         val_plain = logits_scores(lg)
         if t["tune_age_bias"]:
