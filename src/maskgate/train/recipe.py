@@ -321,7 +321,7 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         train_ds = ImageDataset(images.subset(tr_idx), train_targets, pre, cfg["augment"], seed,
                                 None if alphas is None else alphas[tr_idx])
         val_ds = ImageDataset(images.subset(va_idx), sub(va_idx), pre, None, seed)
-        n_ready = val_ds.prepare_drawn(int(cfg["workers"]))
+        n_ready = val_ds.prepare_drawn(int(cfg["workers"])) if is_main() else 0  # only rank 0 validates
         if n_ready:
             log(f"validation: masks drawn once on {n_ready} rows of extra sources (kept for every epoch)")
         module = net
