@@ -168,7 +168,7 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             sched.batch()
             run_loss += loss.item() * len(b["x"])
             n += len(b["x"])
-            bar.set_postfix(loss=f"{run_loss / n:.4f}")
+            bar.set_postfix(loss=f"{run_loss / n:.4f}", refresh=False)  # redrawn at mininterval, not per batch
         metrics = {"epoch": epoch + 1, "train_loss": run_loss / max(n, 1), "lr": sched.last_lr()}
         # this epoch's validation macro F1 and epochs since the best one, shared by every rank under DDP
         score = torch.zeros(2, device=device if device.type == "cuda" else "cpu")
