@@ -86,25 +86,21 @@ class ImageDataset(_Targets):
         """Draw the masks of evaluation rows once and keep those images (uint8), in `workers` processes.
 
         Evaluation rows never change (no augmentation, one fixed mask look per row), but drawing a mask
-        costs tens of milliseconds: redrawn in the loop's one process at every epoch's validation, the
-        1,200 validation people of faces-world took minutes per epoch on a GPU machine whose epoch of
-        training took 40 s. Rows without a drawn mask stay a plain resize of their crop (kept once
-        already), so the memory goes only where the time was. Returns the number of rows made."""
+        costs a few milliseconds, and many times that in the loop's own process when other processes hold
+        the cores: redrawn there at every epoch, the 1,200 validation people of faces-world took minutes
+        per epoch on a GPU machine whose epoch of training took 40 s (benchmarks/bench_validation.py).
+        Rows without a drawn mask stay a plain resize of their crop (kept once already), so the memory
+        goes only where the time was. Returns the number of rows made."""
         if self.train:
             raise ValueError("only evaluation rows can be prepared once: training rows change every epoch")
         rows = [i for i in range(len(self)) if self.images.drawn(i) and i not in self.ready]
         if not rows:
             return 0
         loader = DataLoader(_Rows(self, rows), batch_size=64, num_workers=workers,
-                            collate_fn=_as_list)
+                            collate_fn=list)  # (row, image) pairs as they are, not stacked into tensors
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=2):
             self.ready.update(batch)
         return len(rows)
-
-
-def _as_list(batch: list) -> list:
-    """A batch of (row, image) pairs kept as pairs (the default collate would stack them into tensors)."""
-    return batch
 
 
 class _Rows(Dataset):
