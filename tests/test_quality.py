@@ -3,7 +3,8 @@
 The two trainings run the default recipe for 3 epochs instead of 5 (each epoch of the trained tail is
 ~80 s on 2 cores; the whole suite must stay well inside CI's time), so their floors are for that.
 1. Train the default recipe on a 500-person subset of maskproxy/train, score part of maskproxy/eval.
-2. The shipped default model on the same part of maskproxy/eval.
+2. The shipped default model on the same part of maskproxy/eval, and on people of every other race
+   (faces-world/eval with masks drawn by `maskgate synth`).
 3. Train on a maskproxy subset with a faces-world subset as an extra source (`--extra`), score part of
    faces-world/eval with masks drawn by `maskgate synth`, and part of maskproxy/eval.
 """
@@ -75,7 +76,7 @@ def test_shipped_default_model_on_maskproxy_eval(tmp_path):
     res = _score(None, _eval_subset(tmp_path), tmp_path, "default")
     print("shipped model on maskproxy eval part:", res)
     assert res["mask_acc"] > 0.98
-    assert res["macro_f1"] > 0.68, res  # measured 0.705 on this part (0.703 on the whole eval split)
+    assert res["macro_f1"] > 0.66, res  # measured 0.676 on this part (0.682 on the whole eval split; soup5 before it 0.705)
 
 
 def _world_subset(tmp_path, split, n_people):
@@ -110,3 +111,18 @@ def test_training_with_an_extra_source_reaches_the_floor_on_other_people(tmp_pat
     mp = _score(tmp_path / "run", _eval_subset(tmp_path, 700), tmp_path, "mp")
     print("the same model on maskproxy eval part:", mp)
     assert mp["mask_acc"] > 0.98 and mp["macro_f1"] > 0.50, mp  # measured 0.998 / 0.577 at 5 epochs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (WORLD / "eval" / "labels.csv").is_file(), reason=f"faces-world data not found at {WORLD}")
+def test_shipped_default_model_on_other_people(tmp_path):
+    fw_eval = tmp_path / "fw_eval"
+    _run("synth", "--src", _world_subset(tmp_path, "eval", 300), "--out", fw_eval, "--layout", "eval",
+         "--per-person", "3")
+    res = _score(None, fw_eval, tmp_path, "world_default")
+    print("shipped model on faces-world eval part (drawn masks):", res)
+    # measured 0.997 / 0.963 / 0.678 on these 897 photos (all 4,500: 0.998 / 0.943 / 0.702); the
+    # maskproxy-only model shipped before issue 9 scores gender 0.870 on all 4,500
+    assert res["mask_acc"] > 0.98, res
+    assert res["gender_acc"] > 0.92, res
+    assert res["age_acc"] > 0.65, res

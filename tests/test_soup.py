@@ -97,3 +97,61 @@ def test_soup_command(tmp_path, capsys):
     assert MaskClassifier.load(out).info["soup"]["members"][1]["path"].endswith("b.pt")
     assert main(["soup", "--model", str(tmp_path / "a.pt"), "--model", str(tmp_path / "nope.pt"),
                  "--out", str(out)]) == 2  # a clear error, not a traceback
+
+
+def test_repair_gives_the_soup_its_members_channel_statistics(tmp_path):
+    from maskgate.models.soup import norm_stats, repair_soup
+
+    _bundle(tmp_path / "a.pt", 0, None)
+    _bundle(tmp_path / "b.pt", 1, None)
+    torch.manual_seed(5)
+    x = torch.randn(24, 3, 64, 64)
+    soup = make_soup([tmp_path / "a.pt", tmp_path / "b.pt"], [3.0, 1.0])
+    want = [(0.75 * ma + 0.25 * mb, 0.75 * sa + 0.25 * sb)
+            for (ma, sa), (mb, sb) in zip(norm_stats(soup.members[0], x), norm_stats(soup.members[1], x))]
+    before = norm_stats(soup.net, x)
+    assert max(float((sb - sw).abs().max() / sw.mean()) for (_, sb), (_, sw) in zip(before, want)) > 0.05
+    res = repair_soup(soup, x)
+    assert res["norms"] == len(want) and res["largest_scale_change"] > 0.05
+    after = norm_stats(soup.net, x)
+    for (m, s), (mw, sw) in zip(after, want):  # every channel, every layer, not only the first
+        assert torch.allclose(m, mw, atol=1e-3 * (1 + float(mw.abs().max())))
+        live = s > 1e-5  # a channel constant on this batch (dead after a ReLU) can be shifted, not scaled
+        assert live.float().mean() > 0.9 and torch.allclose(s[live], sw[live], rtol=5e-3, atol=1e-4)  # float32
+    # saved as the shipped graph (batch norms folded), it predicts as the repaired network does
+    save_soup(soup, tmp_path / "s.pt")
+    got = MaskClassifier.load(tmp_path / "s.pt").predict_logits(x[:4])["log18"]
+    ref = soup.predict_logits(x[:4])["log18"]
+    assert torch.allclose(got, ref, atol=3e-2), (got - ref).abs().max()
+
+
+def test_repair_of_a_model_with_itself_changes_nothing(tmp_path):
+    from maskgate.models.soup import repair_soup
+
+    _bundle(tmp_path / "a.pt", 0, None)
+    x = torch.randn(16, 3, 64, 64)
+    soup = make_soup([tmp_path / "a.pt", tmp_path / "a.pt"])
+    want = soup.predict_logits(x)["log18"]
+    assert repair_soup(soup, x)["largest_scale_change"] < 1e-3
+    assert torch.allclose(soup.predict_logits(x)["log18"], want, atol=1e-4)
+
+
+def test_soup_command_calibrates_on_photo_folders(tmp_path, capsys):
+    from maskgate.cli import main
+    from maskgate.demo import make_inputs
+
+    _bundle(tmp_path / "a.pt", 0, None)
+    _bundle(tmp_path / "b.pt", 1, None)
+    make_inputs(tmp_path / "photos")  # 5 real photos with a face (bare, masks drawn), cut by the model's cropper
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")  # reported and skipped, not fatal
+    out = tmp_path / "soup.pt"
+    args = ["soup", "--model", str(tmp_path / "a.pt"), "--model", str(tmp_path / "b.pt"), "--out", str(out)]
+    assert main(args + ["--calibrate", str(tmp_path / "photos"), "--calibrate-images", "6"]) == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out.strip().splitlines()[-1])
+    assert "skipped: " in cap.err and "broken.jpg" in cap.err
+    assert res["repair"]["images"] == 5 and res["repair"]["largest_scale_change"] > 0
+    assert MaskClassifier.load(out).info["soup"]["repair"]["folders"] == [str(tmp_path / "photos")]
+    (tmp_path / "empty").mkdir()
+    assert main(args + ["--calibrate", str(tmp_path / "empty")]) == 2
+    assert "empty: no images" in capsys.readouterr().err

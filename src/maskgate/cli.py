@@ -158,12 +158,19 @@ def _evaluate(a) -> int:
 
 
 def _soup(a) -> int:
-    from .models.soup import make_soup, save_soup
+    from .models.soup import calibration_batch, make_soup, repair_soup, save_soup
 
     model = make_soup(a.model, a.weight or None)
+    repaired = None
+    if a.calibrate:
+        x, problems = calibration_batch(model.preprocess, a.calibrate, a.calibrate_images, workers=a.workers)
+        for p in problems:
+            print(f"skipped: {p}", file=sys.stderr)
+        repaired = repair_soup(model, x)
+        model.info["soup"]["repair"]["folders"] = [str(f) for f in a.calibrate]
     save_soup(model, a.out)
     members = model.info["soup"]["members"]
-    print(json.dumps({"out": str(a.out), "members": members,
+    print(json.dumps({"out": str(a.out), "members": members, "repair": repaired,
                       "age_bias": [[round(v, 4) for v in row] for row in model.age_bias.tolist()],
                       "mb": round(Path(a.out).stat().st_size / 1e6, 1)}))
     return 0
@@ -345,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--weight", action="append", type=float, default=[],
                     help="each model's share, in --model order (default: equal)")
     so.add_argument("--out", required=True, help=".pt bundle to write (graph only, as shipped)")
+    so.add_argument("--calibrate", action="append", default=[], metavar="DIR",
+                    help="photo folder (searched recursively; repeat to mix sources): rescale the soup's "
+                         "normalised channels to its members' average statistics on these faces (REPAIR); "
+                         "use training photos, never the ones you score on")
+    so.add_argument("--calibrate-images", type=int, default=512, metavar="N",
+                    help="photos drawn for --calibrate, spread evenly over its folders (default 512)")
+    so.add_argument("--workers", type=int, default=2, help="threads cutting the calibration faces")
     so.set_defaults(fn=_soup)
 
     sv = sub.add_parser("serve", help="HTTP service + web page (camera or upload): POST /v1/predict, /metrics")

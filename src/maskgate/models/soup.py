@@ -7,6 +7,12 @@ same predict speed. Every member is first brought to the same folded form (batch
 the convolutions, as in the shipped graph; a bundle with weights is traced to that graph), so members
 with real batch-norm statistics and graph-only members average alike. The soup is saved graph-only,
 like the shipped model: predict, export and `model.init` all take it.
+
+Averaging weights also averages away what each member's batch norms knew: a channel of the soup no longer
+has the mean and spread its next layer expects, most where members moved far apart (whole-network
+fine-tunes). `repair_soup` (REPAIR, Jordan et al., ICLR 2023) measures every normalised channel on real face
+crops, in the members and in the soup, and rescales the soup's channels to the members' average mean and
+spread, layer by layer in one pass, so each layer is corrected for the corrected layers before it.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn as nn
 
 from .classifier import MaskClassifier, Preprocess, net_from_arch, read_bundle, script_net
 from .transfer import load_from_graph
@@ -67,25 +75,135 @@ def make_soup(paths: Sequence[str | os.PathLike], weights: Sequence[float] | Non
                 raise ValueError(f"soup: {p} has another {what} than {p0} ({mine} vs {first}): "
                                  "only models of one architecture and preprocessing can be averaged")
 
-    net = net_from_arch(blob0["arch"])  # the first member's network, in the folded form, takes the average
+    nets = []
     avg: dict[str, torch.Tensor] = {}
     bias = torch.zeros(2, 3, dtype=torch.float64)
-    for i, (share, (blob, graph, _)) in enumerate(zip(w, members)):
-        member = net if i == 0 else net_from_arch(blob0["arch"])
+    for share, (blob, graph, _) in zip(w, members):
+        member = net_from_arch(blob0["arch"])
         load_from_graph(member, graph)  # every member in the folded form, whatever it was saved as
+        nets.append(member.eval())
         for k, v in member.state_dict().items():
             if v.is_floating_point():
                 avg[k] = avg.get(k, 0) + share * v.double()
         bias += share * torch.as_tensor(blob["age_bias"], dtype=torch.float64).reshape(-1, 3).expand(2, 3)
+    net = net_from_arch(blob0["arch"])
+    load_from_graph(net, members[0][1])  # the folded form (its batch norms pass biases), then the average
     state = net.state_dict()
     net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in avg.items()}})
+    net.eval()
     # the first member's provenance (data, sources, start), without the scores and offsets of its own run:
     # those were measured on member 0, not on the soup; each member's validation score goes with it
     info = {k: v for k, v in blob0.get("info", {}).items() if k not in MEMBER_ONLY}
     info["soup"] = {"members": [{"path": str(p), "sha1": hashlib.sha1(g).hexdigest()[:16], "weight": round(float(s), 6),
                                  **_val_f1(b)} for (b, g, p), s in zip(members, w)]}
-    return MaskClassifier(net.eval(), Preprocess.from_dict(blob0["preprocess"]), dict(blob0["arch"]),
+    soup = MaskClassifier(net.eval(), Preprocess.from_dict(blob0["preprocess"]), dict(blob0["arch"]),
                           bias.float(), info).eval()
+    soup.members = nets  # for repair_soup; not saved
+    soup.member_shares = w.tolist()
+    return soup
+
+
+# --- REPAIR: the soup's channels brought back to the members' statistics ---------------------------------
+def _norms(net: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def _tap(bn: nn.BatchNorm2d, fn):
+    """Call fn on the norm's affine output, before any activation fused into it (timm's BatchNormAct2d);
+    whatever fn returns replaces that output."""
+    act = getattr(bn, "act", None)
+    if isinstance(act, nn.Module):
+        return act.register_forward_pre_hook(lambda _m, args: (fn(args[0]),) + tuple(args[1:]))
+    return bn.register_forward_hook(lambda _m, _a, out: fn(out))
+
+
+def _channel_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    var, mean = torch.var_mean(y, dim=(0, 2, 3))
+    return mean.double(), var.double().sqrt()
+
+
+@torch.no_grad()
+def norm_stats(net: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and standard deviation of every batch norm's output on the batch x, in module order."""
+    norms = _norms(net)
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(i):
+        def fn(y):
+            stats[i] = _channel_stats(y)
+            return y
+        return fn
+
+    hooks = [_tap(bn, keep(i)) for i, bn in enumerate(norms)]
+    try:
+        net.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [stats[i] for i in range(len(norms))]
+
+
+@torch.no_grad()
+def repair_soup(soup: MaskClassifier, x: torch.Tensor) -> dict:
+    """Rescale each normalised channel of the soup to the share-weighted mean of its members' channel mean and
+    standard deviation on the batch x (network inputs: normalised face crops). Changes only the batch norms'
+    scale and shift, so the soup keeps its size and speed. Returns how far the channels were moved."""
+    members, shares = getattr(soup, "members", None), getattr(soup, "member_shares", None)
+    if not members:
+        raise ValueError("repair_soup: the model has no members (make it with make_soup)")
+    target: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    for share, m in zip(shares, members):
+        st = [(share * mu, share * sd) for mu, sd in norm_stats(m, x)]
+        target = st if target is None else [(a + c, b + d) for (a, b), (c, d) in zip(target, st)]
+    norms = _norms(soup.net)
+    assert target is not None and len(target) == len(norms)
+    scales: list[float] = []
+
+    def fix(i: int, bn: nn.BatchNorm2d):
+        def fn(y):
+            mu_s, sd_s = _channel_stats(y)
+            mu_t, sd_t = target[i]
+            a = torch.where(sd_s > 1e-6, sd_t / sd_s.clamp_min(1e-6), torch.ones_like(sd_s))
+            # y = g*z' + b  ->  a*(y - mu_s) + mu_t = (a*g)*z' + a*(b - mu_s) + mu_t
+            bn.weight.copy_((a * bn.weight.double()).float())
+            bn.bias.copy_((a * (bn.bias.double() - mu_s) + mu_t).float())
+            scales.append(float((a - 1).abs().max()))
+            shape = (1, -1, 1, 1)  # in place: a copy of every activation of a 512-crop batch costs GBs
+            return y.sub_(mu_s.view(shape).to(y.dtype)).mul_(a.view(shape).to(y.dtype)).add_(mu_t.view(shape).to(y.dtype))
+        return fn
+
+    hooks = [_tap(bn, fix(i, bn)) for i, bn in enumerate(norms)]
+    try:
+        soup.net.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    soup.info.setdefault("soup", {})["repair"] = {"images": int(x.shape[0]), "norms": len(norms),
+                                                  "largest_scale_change": round(max(scales), 4)}
+    return soup.info["soup"]["repair"]
+
+
+def calibration_batch(preprocess: Preprocess, folders: Sequence[str | os.PathLike], n: int = 512,
+                      seed: int = 0, workers: int = 2) -> tuple[torch.Tensor, list[str]]:
+    """n photos spread evenly over the folders (searched recursively, a seeded draw), cut by the model's own
+    face cropper (crops cached as in training) -> the network's input batch, and any unreadable files."""
+    from ..data.images import list_images
+    from ..faces.cache import CropCache, default_cache_root
+
+    rng = np.random.default_rng(seed)
+    paths: list[str] = []
+    for k, folder in enumerate(folders):
+        found = sorted(str(p) for p in list_images(folder))
+        if not found:
+            raise ValueError(f"soup --calibrate: {folder}: no images (.jpg, .jpeg, .png, ...) found")
+        take = n // len(folders) + (1 if k < n % len(folders) else 0)
+        paths += [found[i] for i in sorted(rng.choice(len(found), min(take, len(found)), replace=False))]
+    crops, _found, _lm, keys, problems = CropCache(default_cache_root(), preprocess.crop).crop_all(
+        paths, workers=workers, desc="calibration crops")
+    ok = np.array([bool(k) for k in keys])
+    if ok.sum() < 2:
+        raise ValueError(f"soup --calibrate: fewer than 2 readable photos in {list(map(str, folders))}")
+    return preprocess.to_tensor(preprocess.resize(crops[ok])), problems
 
 
 def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:
