@@ -168,8 +168,9 @@ def repair_soup(soup: MaskClassifier, x: torch.Tensor) -> dict:
             bn.weight.copy_((a * bn.weight.double()).float())
             bn.bias.copy_((a * (bn.bias.double() - mu_s) + mu_t).float())
             scales.append(float((a - 1).abs().max()))
-            shape = (1, -1, 1, 1)  # in place: a copy of every activation of a 512-crop batch costs GBs
-            return y.sub_(mu_s.view(shape).to(y.dtype)).mul_(a.view(shape).to(y.dtype)).add_(mu_t.view(shape).to(y.dtype))
+            # in place: a copy of every activation of a 512-crop batch costs GBs
+            col = lambda v: v.view(1, -1, 1, 1).to(y.dtype)  # noqa: E731
+            return y.sub_(col(mu_s)).mul_(col(a)).add_(col(mu_t))
         return fn
 
     hooks = [_tap(bn, fix(i, bn)) for i, bn in enumerate(norms)]
