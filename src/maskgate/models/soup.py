@@ -16,6 +16,7 @@ spread, layer by layer in one pass, so each layer is corrected for the corrected
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -86,11 +87,9 @@ def make_soup(paths: Sequence[str | os.PathLike], weights: Sequence[float] | Non
             if v.is_floating_point():
                 avg[k] = avg.get(k, 0) + share * v.double()
         bias += share * torch.as_tensor(blob["age_bias"], dtype=torch.float64).reshape(-1, 3).expand(2, 3)
-    net = net_from_arch(blob0["arch"])
-    load_from_graph(net, members[0][1])  # the folded form (its batch norms pass biases), then the average
+    net = copy.deepcopy(nets[0])  # the folded form (its batch norms pass biases) takes the average
     state = net.state_dict()
     net.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in avg.items()}})
-    net.eval()
     # the first member's provenance (data, sources, start), without the scores and offsets of its own run:
     # those were measured on member 0, not on the soup; each member's validation score goes with it
     info = {k: v for k, v in blob0.get("info", {}).items() if k not in MEMBER_ONLY}
