@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from maskgate.config import ConfigError, default_config, load_config, parse_override
@@ -36,6 +38,10 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     assert best["train"]["erase"] > 0 and best["train"]["cache_features"] is True
     assert {k: v for k, v in best["train"].items() if k != "erase"} == {
         k: v for k, v in default_config()["train"].items() if k != "erase"}
+    world = load_config("best_world")  # best + faces-world as an extra source at 0.4 of every batch
+    assert world["train"] == best["train"] and world["model"] == best["model"]
+    assert [(e["name"], e["share"]) for e in world["data"]["extra"]] == [("faces-world", 0.4)]
+    assert Path(world["data"]["extra"][0]["path"]).parts[-2:] == ("faces-world", "train")
     large = load_config("gpu_large")  # the GPU recipe on a larger network and crop
     assert large["model"]["backbone"] == "tf_efficientnet_lite2" and large["model"]["freeze_blocks"] == 0
     assert large["model"]["input_size"] <= large["face"]["crop_size"]  # the input is never an upsampled crop

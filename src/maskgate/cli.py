@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on the competition train/ layout")
     t.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
     t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    t.add_argument("--config", help="YAML with any subset of the default config's keys, or a packaged config's name (gpu)")
+    t.add_argument("--config", help="YAML with any subset of the default config's keys, or a packaged config's name (best, best_world, gpu, gpu_large)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--extra", action="append", default=[], metavar="DIR",
                    help="an extra labelled face source (folder with labels.csv: path,age,gender[,groups]) of "
