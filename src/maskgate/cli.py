@@ -267,6 +267,8 @@ def _demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import packaged_configs
+
     p = argparse.ArgumentParser(prog="maskgate", description=__doc__)
     p.add_argument("--version", action="version", version=f"maskgate {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -274,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on the competition train/ layout")
     t.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
     t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    t.add_argument("--config", help="YAML with any subset of the default config's keys, or a packaged config's name (best, best_world, gpu, gpu_large)")
+    named = ", ".join(n for n in packaged_configs() if n != "default")  # listed from the package: never stale
+    t.add_argument("--config", help=f"YAML with any subset of the default config's keys, or a packaged config's name ({named})")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     t.add_argument("--extra", action="append", default=[], metavar="DIR",
                    help="an extra labelled face source (folder with labels.csv: path,age,gender[,groups]) of "
