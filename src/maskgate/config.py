@@ -152,6 +152,10 @@ def validate(cfg: dict) -> None:
         (t["scheduler"] in ("onecycle", "cosine", "step", "plateau", "none"),
          "train.scheduler must be onecycle, cosine, step, plateau or none"),
         (isinstance(t["early_stop"], int) and t["early_stop"] >= 0, "train.early_stop must be a whole number >= 0"),
+        (isinstance(t["swa_epochs"], int) and t["swa_epochs"] >= 0, "train.swa_epochs must be a whole number >= 0"),
+        (0 < float(t["swa_lr"]) <= 10, "train.swa_lr must be in (0, 10] (a share of train.lr)"),
+        (isinstance(t["swa_bn_batches"], int) and t["swa_bn_batches"] >= 1,
+         "train.swa_bn_batches must be a whole number >= 1"),
         (isinstance(t["step_epochs"], int) and t["step_epochs"] >= 1, "train.step_epochs must be a whole number >= 1"),
         (0 < float(t["decay_rate"]) <= 1, "train.decay_rate must be in (0, 1]"),
     ]

@@ -21,6 +21,7 @@ from ..evaluate import scores
 from ..labels import encode
 from ..models.heads import combine18
 from .optim import Schedule, Unfreeze, create_optimizer
+from .swa import WeightAverage, refresh_norms, swa_lr_factor
 
 
 @dataclass
@@ -39,6 +40,9 @@ class LoopConfig:
     step_epochs: int = 1         # step: decay every N epochs; plateau: patience
     decay_rate: float = 0.1
     early_stop: int = 0          # stop after N epochs without a better validation macro F1 (0 = never)
+    swa_epochs: int = 0          # epochs of weight averaging after the schedule (train/swa.py; 0 = none)
+    swa_lr: float = 0.25         # each SWA epoch anneals from this x lr down to lr / 200
+    swa_bn_batches: int = 50     # training batches that measure the average's batch-norm statistics
 
 
 def is_main() -> bool:
@@ -117,9 +121,12 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size, generator=g,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    base_lrs = [grp["lr"] for grp in opt.param_groups]  # before a schedule rewrites them (SWA epochs restart from them)
     sched = Schedule(opt, cfg.scheduler, cfg.lr, cfg.epochs, len(loader), cfg.warmup_frac, cfg.step_epochs,
                      cfg.decay_rate, patience=cfg.step_epochs)
     start, best, history = 0, -1.0, []
+    total = cfg.epochs + cfg.swa_epochs
+    avg = WeightAverage()
     if resume:
         module.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
@@ -130,14 +137,17 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             g.set_state(resume["loader_rng"])
         if "mix_rng" in resume:
             g_mix.set_state(resume["mix_rng"])
+        if "swa" in resume:
+            avg.load_state_dict(resume["swa"])
         if device.type == "cuda" and "cuda_rng" in resume:
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
-        log(f"resumed after epoch {resume['epoch'] + 1}/{cfg.epochs} (best macro F1 so far {best:.4f})")
-        if cfg.early_stop and _epochs_since_best(history) >= cfg.early_stop:
-            start = cfg.epochs  # it had stopped early: nothing left to train
+        log(f"resumed after epoch {resume['epoch'] + 1}/{total} (best macro F1 so far {best:.4f})")
+        if cfg.early_stop and start < cfg.epochs and _epochs_since_best(history) >= cfg.early_stop:
+            start = total  # it had stopped early: nothing left to train
     state = resume or {}
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, total):
         t0 = time.time()
+        in_swa = epoch >= cfg.epochs  # an SWA epoch: its own annealing, not the schedule's
         if hasattr(train_ds, "set_epoch"):  # per-epoch augmentation / view draws
             train_ds.set_epoch(epoch)
         if sampler is not None:
@@ -148,9 +158,13 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             unfreeze.enable()
         model.train()
         run_loss, n = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", mininterval=2,
-                   disable=False if is_main() else True, leave=False)
-        for batch in bar:
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total}" + (" (swa)" if in_swa else ""), unit="batch",
+                   mininterval=2, disable=False if is_main() else True, leave=False)
+        for step, batch in enumerate(bar):
+            if in_swa:
+                f = swa_lr_factor(step, len(loader), cfg.swa_lr)
+                for grp, lr0 in zip(opt.param_groups, base_lrs):
+                    grp["lr"] = lr0 * f
             b = _to(batch, device)
             partner, lam = None, 1.0
             if batch_transform is not None:
@@ -165,15 +179,25 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.batch()
+            if not in_swa:
+                sched.batch()
             run_loss += loss.item() * len(b["x"])
             n += len(b["x"])
             bar.set_postfix(loss=f"{run_loss / n:.4f}", refresh=False)  # redrawn at mininterval, not per batch
         metrics = {"epoch": epoch + 1, "train_loss": run_loss / max(n, 1), "lr": sched.last_lr()}
+        if cfg.swa_epochs and epoch + 1 >= cfg.epochs:  # the schedule's last weights, then every SWA epoch's
+            avg.add(module)
+        net = module
+        if in_swa:
+            metrics["swa_members"] = avg.n
         # this epoch's validation macro F1 and epochs since the best one, shared by every rank under DDP
         score = torch.zeros(2, device=device if device.type == "cuda" else "cpu")
         if is_main():
-            lg = collect_logits(module, val_ds, cfg.batch_size * 2, device, cfg.amp, cfg.workers)
+            if in_swa:  # validate (and keep, if best) the average, with its own batch-norm statistics
+                net = avg.model(module)
+                refresh_norms(net, train_ds, cfg.batch_size, device, cfg.swa_bn_batches, cfg.seed + epoch,
+                              sampler, cfg.workers)
+            lg = collect_logits(net, val_ds, cfg.batch_size * 2, device, cfg.amp, cfg.workers)
             val = logits_scores(lg)
             metrics.update({f"val_{k}": v for k, v in val.items() if k != "n"})
             for name, idx in (val_parts or {}).items():
@@ -186,20 +210,25 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
             score[0], score[1] = val["macro_f1"], _epochs_since_best(history)
         if distributed:
             dist.broadcast(score, 0)
-        sched.epoch(epoch + 1, float(score[0]))  # before the save: the schedule's step is part of the state
+        if not in_swa:
+            sched.epoch(epoch + 1, float(score[0]))  # before the save: the schedule's step is part of the state
         if is_main():
             state = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best_f1": best, "history": history, "rng": torch.get_rng_state(),
                      "loader_rng": g.get_state(), "mix_rng": g_mix.get_state()}
+            if avg.n:
+                state["swa"] = avg.state_dict()
+            if in_swa:  # the weights validated this epoch (the average), for the best checkpoint
+                state["swa_model"] = net.state_dict()
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             save(state, metrics, is_best)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['train_loss']:.4f}  val macro F1 "
+            log(f"epoch {epoch + 1}/{total}{' (swa of ' + str(avg.n) + ')' if in_swa else ''}: loss {metrics['train_loss']:.4f}  val macro F1 "
                 f"{val['macro_f1']:.4f}  mask {val['mask_acc']:.3f} gender {val['gender_acc']:.3f} "
                 f"age {val['age_acc']:.3f}  lr {metrics['lr']:.2e}  ({metrics['seconds']}s)"
                 f"{'  *best' if is_best else ''}")
         stale = int(score[1])
-        if cfg.early_stop and stale >= cfg.early_stop and epoch + 1 < cfg.epochs:
+        if cfg.early_stop and stale >= cfg.early_stop and epoch + 1 < cfg.epochs:  # SWA epochs always run
             log(f"early stop after epoch {epoch + 1}: no better validation macro F1 for {stale} epochs "
                 f"(train.early_stop={cfg.early_stop})")
             break
