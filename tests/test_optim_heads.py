@@ -137,6 +137,8 @@ def test_schedule_state_resumes_where_it_stopped(name):
 
 def test_training_config_keys_are_checked():
     for bad, msg in [("train.scheduler=linear", "train.scheduler"), ("train.early_stop=-1", "train.early_stop"),
-                     ("train.decay_rate=0", "train.decay_rate"), ("train.step_epochs=0", "train.step_epochs")]:
+                     ("train.decay_rate=0", "train.decay_rate"), ("train.step_epochs=0", "train.step_epochs"),
+                     ("train.swa_epochs=-1", "train.swa_epochs"), ("train.swa_lr=0", "train.swa_lr"),
+                     ("train.swa_bn_batches=0", "train.swa_bn_batches")]:
         with pytest.raises(ConfigError, match=msg):
             load_config(overrides=[bad])
