@@ -345,7 +345,7 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         # redoes this epoch rather than resuming with a best epoch whose weights were never written
         if is_best:
             weights = state.get("swa_model") if "swa_members" in metrics else None  # an SWA epoch: the average won
-            atomic_torch_save(weights or module.state_dict(), out / "best_weights.pt")
+            atomic_torch_save(module.state_dict() if weights is None else weights, out / "best_weights.pt")
             if weights is not None:
                 module.load_state_dict(weights)
             bundle(info={"epoch": metrics["epoch"], "val": metrics}).save(out / "best.pt")
@@ -362,8 +362,8 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
                           workers=0 if t["cache_features"] else int(cfg["workers"]),
                           optimizer=str(t["optimizer"]), momentum=float(t["momentum"]), scheduler=str(t["scheduler"]),
                           step_epochs=int(t["step_epochs"]), decay_rate=float(t["decay_rate"]),
-                          early_stop=int(t["early_stop"]), swa_epochs=int(t.get("swa_epochs", 0)),
-                          swa_lr=float(t.get("swa_lr", 0.25)), swa_bn_batches=int(t.get("swa_bn_batches", 50)))
+                          early_stop=int(t["early_stop"]), swa_epochs=int(t["swa_epochs"]),
+                          swa_lr=float(t["swa_lr"]), swa_bn_batches=int(t["swa_bn_batches"]))
     sampler, val_parts, by = None, None, None
     if t.get("sampler"):
         by = balance_classes(t["balance_by"], train_targets, class18, samples.iloc[tr_idx])
