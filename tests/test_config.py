@@ -42,6 +42,10 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     assert world["train"] == best["train"] and world["model"] == best["model"]
     assert [(e["name"], e["share"]) for e in world["data"]["extra"]] == [("faces-world", 0.4)]
     assert Path(world["data"]["extra"][0]["path"]).parts[-2:] == ("faces-world", "train")
+    fast = load_config("best_fast")  # the 60-minute recipe: best_world in 3 epochs (run by `maskgate seeds`)
+    assert fast["data"] == world["data"] and fast["model"] == world["model"]
+    assert {k: v for k, v in fast["train"].items() if k != "epochs"} == {
+        k: v for k, v in world["train"].items() if k != "epochs"} and fast["train"]["epochs"] == 3
     large = load_config("gpu_large")  # the GPU recipe on a larger network and crop
     assert large["model"]["backbone"] == "tf_efficientnet_lite2" and large["model"]["freeze_blocks"] == 0
     assert large["model"]["input_size"] <= large["face"]["crop_size"]  # the input is never an upsampled crop

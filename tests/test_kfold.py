@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import TINY_OVERRIDES, make_labelled_source
 
@@ -32,8 +33,14 @@ def test_kfold_trains_every_fold_writes_oof_and_resumes(tiny_data, tmp_path):
     assert (oof["pred"] == oof[[f"p{k}" for k in range(18)]].to_numpy().argmax(1)).all()
     # a rerun skips the finished folds; a fold with only last.pt is resumed
     (out / "fold1" / "summary.json").unlink()
-    r = _cli("kfold", "--data-dir", train, "--out", out, "--folds", "2", *TINY_OVERRIDES, "train.epochs=1")
+    r = _cli("kfold", "--data-dir", train, "--out", out, "--folds", "2", "--soup", *TINY_OVERRIDES, "train.epochs=1")
     assert "fold 1/2: done already" in r.stderr and "fold 2/2: resuming" in r.stderr
+    from maskgate.models.classifier import MaskClassifier
+
+    soup = MaskClassifier.load(out / "soup.pt")  # --soup: the folds averaged into one network, REPAIRed on train
+    assert [m["path"] for m in soup.info["soup"]["members"]] == [str(out / f"fold{k}" / "best.pt") for k in (0, 1)]
+    assert soup.info["soup"]["repair"]["folders"] == [str(train)]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["soup"] == str(out / "soup.pt")
     # the folds as an ensemble, hard vote; the k-fold folder stands for its folds
     sub, sub_dir = tmp_path / "sub.csv", tmp_path / "sub_dir.csv"
     _cli("predict", "--data-dir", ev, "--out", sub, "--model", out / "fold0", "--model", out / "fold1", "--vote", "hard")
@@ -101,3 +108,37 @@ def test_hard_vote_is_the_majority_and_soft_vote_the_mean(astronaut):
     assert tie.cls == int(np.log(np.stack([a, b])).mean(0).argmax())  # 1-1: the soft vote decides
     with pytest.raises(ValueError, match="soft or hard"):
         Predictor(members, vote="most")
+
+
+def test_seeds_trains_each_seed_soups_them_and_resumes(tiny_data, tmp_path):
+    """`maskgate seeds`: one run per loop seed on one split, their REPAIRed weight average as OUT/soup.pt."""
+    from maskgate.config import load_config
+    from maskgate.models.classifier import MaskClassifier
+    from maskgate.train.seeds import seed_list
+
+    train, ev = tiny_data
+    out = tmp_path / "sd"
+    args = ("seeds", "--data-dir", train, "--out", out, "--seeds", "2", *TINY_OVERRIDES, "train.epochs=1")
+    r = _cli(*args)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    sd = json.loads((out / "seeds.json").read_text())
+    assert [x["seed"] for x in sd["runs"]] == [42, 43]  # the config's seed and the next
+    assert res["mean_macro_f1"] == pytest.approx(np.mean([x["val_macro_f1"] for x in sd["runs"]]), abs=1e-4)
+    splits = [pd.read_csv(out / f"seed{s}" / "split.csv") for s in (42, 43)]
+    assert splits[0].equals(splits[1])  # only the loop's seed differs: the same people validate
+    assert yaml.safe_load((out / "seed43" / "config.yaml").read_text())["train"]["seed"] == 43
+    soup = MaskClassifier.load(out / "soup.pt")
+    assert [m["path"] for m in soup.info["soup"]["members"]] == [str(out / f"seed{s}" / "best.pt") for s in (42, 43)]
+    assert soup.info["soup"]["repair"]["folders"] == [str(train)] and soup.info["soup"]["repair"]["images"] > 0
+    sub = tmp_path / "sub.csv"
+    _cli("predict", "--data-dir", ev, "--out", sub, "--model", out / "soup.pt")
+    assert pd.read_csv(sub)["ans"].between(0, 17).all()
+    # a rerun skips finished runs and resumes one with only last.pt
+    (out / "seed43" / "summary.json").unlink()
+    r = _cli(*args)
+    assert "seed 42 (1/2): done already" in r.stderr and "seed 43 (2/2): resuming" in r.stderr
+    cfg = load_config()
+    assert seed_list("42,2,3", cfg) == [42, 2, 3] and seed_list(3, cfg) == [42, 43, 44]
+    for bad in ("1", "2,2", "x", "0"):
+        with pytest.raises(ValueError, match="--seeds"):
+            seed_list(bad, cfg)

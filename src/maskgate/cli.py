@@ -49,9 +49,30 @@ def _kfold(a) -> int:
     from .config import load_config
     from .train.kfold import run_kfold
 
-    res = run_kfold(a.data_dir, a.out, load_config(a.config, a.overrides), a.folds, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"out": str(a.out), "mean_macro_f1": round(res["mean_macro_f1"], 4),
-                      "std_macro_f1": round(res["std_macro_f1"], 4), "oof_macro_f1": round(res["oof"]["macro_f1"], 4)}))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    res = run_kfold(a.data_dir, a.out, load_config(a.config, a.overrides), a.folds, log=log)
+    summary = {"out": str(a.out), "mean_macro_f1": round(res["mean_macro_f1"], 4),
+               "std_macro_f1": round(res["std_macro_f1"], 4), "oof_macro_f1": round(res["oof"]["macro_f1"], 4)}
+    if a.soup:  # the folds as one network (a soft vote needs them all: `predict --model OUT`)
+        from .models.soup import soup_models
+
+        folders = a.calibrate or [a.data_dir]
+        log(f"soup of {a.folds} folds, REPAIR on photos of {', '.join(map(str, folders))}")
+        summary["soup"] = soup_models([Path(a.out) / f"fold{k}" for k in range(a.folds)], Path(a.out) / "soup.pt",
+                                      calibrate=folders, log=log)["out"]
+    print(json.dumps(summary))
+    return 0
+
+
+def _seeds(a) -> int:
+    from .config import load_config
+    from .train.seeds import run_seeds, seed_list
+
+    cfg = load_config(a.config, a.overrides)
+    res = run_seeds(a.data_dir, a.out, cfg, seed_list(a.seeds, cfg), a.calibrate or None,
+                    log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"out": str(a.out), "soup": res["soup"]["out"], "mean_macro_f1": round(res["mean_macro_f1"], 4),
+                      "std_macro_f1": round(res["std_macro_f1"], 4), "seconds": res["seconds_this_call"]}))
     return 0
 
 
@@ -158,21 +179,11 @@ def _evaluate(a) -> int:
 
 
 def _soup(a) -> int:
-    from .models.soup import calibration_batch, make_soup, repair_soup, save_soup
+    from .models.soup import soup_models
 
-    model = make_soup(a.model, a.weight or None)
-    repaired = None
-    if a.calibrate:
-        x, problems = calibration_batch(model.preprocess, a.calibrate, a.calibrate_images, workers=a.workers)
-        for p in problems:
-            print(f"skipped: {p}", file=sys.stderr)
-        repaired = repair_soup(model, x)
-        model.info["soup"]["repair"]["folders"] = [str(f) for f in a.calibrate]
-    save_soup(model, a.out)
-    members = model.info["soup"]["members"]
-    print(json.dumps({"out": str(a.out), "members": members, "repair": repaired,
-                      "age_bias": [[round(v, 4) for v in row] for row in model.age_bias.tolist()],
-                      "mb": round(Path(a.out).stat().st_size / 1e6, 1)}))
+    res = soup_models(a.model, a.out, a.weight or None, a.calibrate, a.calibrate_images, a.workers,
+                      log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(res))
     return 0
 
 
@@ -290,8 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     kf.add_argument("--out", required=True, help="folder for fold0..fold{K-1}, oof.csv, kfold.json (rerun: resumes)")
     kf.add_argument("--folds", type=int, default=5)
     kf.add_argument("--config", help="YAML or packaged config name, as train's")
+    kf.add_argument("--soup", action="store_true",
+                    help="also average the folds' weights into one network, OUT/soup.pt (REPAIR on --calibrate)")
+    kf.add_argument("--calibrate", action="append", default=[], metavar="DIR",
+                    help="training photo folder for the soup's REPAIR (repeatable; default: --data-dir)")
     kf.add_argument("overrides", nargs="*", metavar="key=value", help="as train's")
     kf.set_defaults(fn=_kfold)
+
+    sd = sub.add_parser("seeds", help="train one config with several loop seeds and average them into one network")
+    sd.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")
+    sd.add_argument("--out", required=True, help="folder for seed<S>/ runs, soup.pt, seeds.json (rerun: resumes)")
+    sd.add_argument("--seeds", default="3", help="a count (3: the config's seed and the next two) or a list (42,2,3)")
+    sd.add_argument("--config", help="YAML or packaged config name, as train's (the 60-minute CPU recipe: best_fast)")
+    sd.add_argument("--calibrate", action="append", default=[], metavar="DIR",
+                    help="training photo folder for the soup's REPAIR (repeatable; default: --data-dir)")
+    sd.add_argument("overrides", nargs="*", metavar="key=value", help="as train's")
+    sd.set_defaults(fn=_seeds)
 
     ins = sub.add_parser("inspect", help="data report of a train layout (classes, ages, sizes, duplicates) as HTML")
     ins.add_argument("--data-dir", required=True, help="train/ folder (train.csv + images/)")

@@ -209,3 +209,22 @@ def calibration_batch(preprocess: Preprocess, folders: Sequence[str | os.PathLik
 def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:
     """Graph only, as shipped: the folded weights have no real batch-norm statistics to train on."""
     model.save(path, script=True, weights=False)
+
+
+def soup_models(paths: Sequence[str | os.PathLike], out: str | os.PathLike, weights: Sequence[float] | None = None,
+                calibrate: Sequence[str | os.PathLike] = (), n: int = 512, workers: int = 2,
+                log=print) -> dict:
+    """make_soup + (REPAIR on `calibrate` photo folders, if any) + save_soup: what `maskgate soup`, `maskgate
+    seeds` and `maskgate kfold --soup` do, in one place. Returns the summary the commands print."""
+    model = make_soup(paths, weights)
+    repaired = None
+    if calibrate:
+        x, problems = calibration_batch(model.preprocess, calibrate, n, workers=workers)
+        for p in problems:
+            log(f"skipped: {p}")
+        repaired = repair_soup(model, x)
+        model.info["soup"]["repair"]["folders"] = [str(f) for f in calibrate]
+    save_soup(model, out)
+    return {"out": str(out), "members": model.info["soup"]["members"], "repair": repaired,
+            "age_bias": [[round(v, 4) for v in row] for row in model.age_bias.tolist()],
+            "mb": round(Path(out).stat().st_size / 1e6, 1)}
