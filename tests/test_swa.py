@@ -61,3 +61,17 @@ def test_each_swa_epoch_anneals_from_swa_lr_to_a_two_hundredth():
     assert swa_lr_factor(9, 10, 0.25) == pytest.approx(1 / 200)
     f = [swa_lr_factor(s, 10, 0.25) for s in range(10)]
     assert all(a > b for a, b in zip(f, f[1:]))
+
+
+def test_the_loop_and_the_norm_refresh_feed_the_network_the_same_layout():
+    """One helper (device.py) moves batches for training, validation and refresh_norms: images channels-last,
+    cached rows and targets only moved, values unchanged."""
+    from maskgate.device import batch_to, images_to
+
+    cpu = torch.device("cpu")
+    x = torch.randn(2, 3, 5, 4)
+    b = batch_to({"x": x, "mask": torch.tensor([0, 2])}, cpu)
+    assert b["x"].is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(b["x"], x) and torch.equal(b["mask"], torch.tensor([0, 2]))
+    rows = torch.randn(4, 7)
+    assert torch.equal(images_to(rows, cpu), rows) and images_to(rows, cpu).is_contiguous()

@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from ..device import batch_to
 from ..evaluate import scores
 from ..labels import encode
 from ..models.heads import combine18
@@ -49,13 +50,6 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _to(batch: dict, device) -> dict:
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if out["x"].ndim == 4:
-        out["x"] = out["x"].contiguous(memory_format=torch.channels_last)
-    return out
-
-
 @torch.inference_mode()
 def collect_logits(module: nn.Module, ds: Dataset, batch_size: int, device, amp: bool = False,
                    workers: int = 0) -> dict[str, np.ndarray]:
@@ -68,7 +62,7 @@ def collect_logits(module: nn.Module, ds: Dataset, batch_size: int, device, amp:
     outs: dict[str, list] = {}
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     for batch in loader:
-        b = _to(batch, device)
+        b = batch_to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             out = module(b["x"])
         for k, v in out.items():
@@ -165,7 +159,7 @@ def fit(module: nn.Module, loss_fn: nn.Module, train_ds: Dataset, val_ds: Datase
                 f = swa_lr_factor(step, len(loader), cfg.swa_lr)
                 for grp, lr0 in zip(opt.param_groups, base_lrs):
                     grp["lr"] = lr0 * f
-            b = _to(batch, device)
+            b = batch_to(batch, device)
             partner, lam = None, 1.0
             if batch_transform is not None:
                 b, partner, lam = batch_transform(b, g_mix)

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..device import images_to
+
 
 def swa_lr_factor(step: int, steps: int, swa_lr: float) -> float:
     """Learning-rate multiplier (of the optimiser's base rate) at `step` of an SWA epoch of `steps`
@@ -85,10 +87,7 @@ def refresh_norms(net: nn.Module, ds: Dataset, batch_size: int, device: torch.de
         for batch in loader:
             if used >= batches:
                 break
-            x = batch["x"].to(device)
-            if x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            net(x)
+            net(images_to(batch["x"], device))
             used += 1
     for m, mom in zip(norms, momenta):
         m.momentum = mom
