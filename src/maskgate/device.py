@@ -19,9 +19,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def images_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch of images (N, C, H, W) on `device` in channels-last memory, the layout the convolutions run
-    fastest in; any other tensor (cached trunk outputs, N x D rows) is only moved. Training, validation and
-    the weight average's batch-norm refresh all go through here, so they feed the network alike."""
+    """A batch of images or of cached trunk feature maps (N, C, H, W) on `device` in channels-last memory, the
+    layout the convolutions run fastest in; a tensor of another rank (N x D rows) is only moved. Training,
+    validation and the weight average's batch-norm refresh all go through here, so they feed the network alike."""
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
