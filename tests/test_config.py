@@ -24,6 +24,8 @@ def test_unknown_keys_and_bad_values_rejected(tmp_path):
         load_config(overrides=["train.epochs=0"])
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(overrides=["epochs"])
+    with pytest.raises(ConfigError, match="train.trunk_runtime must be auto, torch or onnxruntime"):
+        load_config(overrides=["train.trunk_runtime=tensorrt"])
     f = tmp_path / "c.yaml"
     f.write_text("model:\n  input_size: 128\n")
     assert load_config(f)["model"]["input_size"] == 128
@@ -65,10 +67,12 @@ def test_saved_config_of_an_older_version_resumes_as_it_was_trained():
 
     old = default_config()
     del old["data"]["duplicate_near"]
+    del old["train"]["trunk_runtime"]
     old["train"]["epochs"] = 3
     cfg = complete_saved(old)
     assert cfg["data"]["duplicate_near"] == 0          # the behaviour of the version that saved it
     assert cfg["train"]["epochs"] == 3                 # what was saved is kept
+    assert cfg["train"]["trunk_runtime"] == "torch"    # its cached trunk outputs came from PyTorch: same cache file
     saved_now = default_config()
     saved_now["data"]["duplicate_near"] = 4
     assert complete_saved(saved_now)["data"]["duplicate_near"] == 4

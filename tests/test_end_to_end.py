@@ -102,8 +102,10 @@ def test_predict_eval_layout_and_evaluate(tiny_run, tiny_data, tmp_path):
     assert 0.0 <= res["macro_f1"] <= 1.0 and res["n"] == len(info)
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 10_000
     assert len(pd.read_csv(tmp_path / "rep" / "per_class.csv")) == 18
-    # the drawn masks are learnable even from 12 people: better than always answering "mask worn" (5/7)
-    assert res["mask_acc"] > 0.75, res
+    # the drawn masks are learnable even from 12 people: better than always answering "mask worn", which scores
+    # accuracy 5/7 and mask macro F1 0.28. (This 3-epoch run's accuracy moves between 0.71 and 1.0 with the seed,
+    # on either trunk runtime: seeds 1/2/3 give 1.0/0.71/0.86 on both; seed 42, 0.86 with PyTorch, 0.75 on onnxruntime.)
+    assert res["mask_acc"] > 5 / 7 and res["mask_f1"] > 0.35, res
     # --model twice is a soft-vote ensemble; of one model with itself, it answers as that model
     cli("predict", "--data-dir", ev, "--out", tmp_path / "ens.csv", "--model", tiny_run, "--model", tiny_run / "best.pt")
     assert pd.read_csv(tmp_path / "ens.csv")["ans"].tolist() == out["ans"].tolist()

@@ -4,14 +4,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..models.classifier import Preprocess, Trunk
+from ..models.classifier import Preprocess
 from .augment import EvalTransform, TrainTransform
 from .images import RowImages
 
@@ -123,43 +125,48 @@ def feature_cache_key(keys: list[str], parts: dict) -> str:
     return h.hexdigest()[:24]
 
 
-@torch.inference_mode()
-def cache_trunk_features(trunk: Trunk, images: RowImages, preprocess: Preprocess, aug: dict, views: int,
-                         path: str | os.PathLike, seed: int, device: torch.device, batch_size: int = 0,
-                         desc: str = "trunk features", mask_alphas: np.ndarray | None = None) -> np.ndarray:
+def cache_trunk_features(run: Callable[[torch.Tensor], np.ndarray], images: RowImages, preprocess: Preprocess,
+                         aug: dict, views: int, path: str | os.PathLike, seed: int, batch_size: int,
+                         desc: str = "trunk features", mask_alphas: np.ndarray | None = None,
+                         prefetch: bool = True) -> np.ndarray:
     """Run the frozen trunk over `views` versions of every crop once; store fp16 [N, V, C, H, W] at `path`.
 
+    `run`: the trunk as a function of a normalised batch (train/trunk_runner.py: PyTorch or onnxruntime).
     View 0 is the plain eval crop; views 1.. are random train augmentations (seeded per image and view;
     `mask_alphas`: pasted-mask outlines for the mask-look augmentation, see mask_look.py). Rows with a
     mask to draw (images.py) get it in a new look in every view.
-    A finished cache is reused; an unfinished one (killed run) is recomputed.
+    A finished cache is reused; an unfinished one (killed run) is recomputed. `prefetch`: make the next
+    batch's images while the trunk runs (False: one after the other, as benchmarks/bench_trunk_cache.py compares).
     """
     path = Path(path)
     done = path.with_suffix(".done")
     if path.is_file() and done.is_file():
         return np.load(path, mmap_mode="r")
     ev, tr = EvalTransform(preprocess), TrainTransform(preprocess, aug)
-    trunk = trunk.to(device).eval()
-    if device.type == "cpu":  # small channels-last batches are ~3x faster on CPU (cache-friendly)
-        trunk = trunk.to(memory_format=torch.channels_last)
-    batch_size = batch_size or (8 if device.type == "cpu" else 128)
     n = len(images)
-    probe = trunk(preprocess.to_tensor(ev(images.image(0, (seed, 0)))[None]).to(device))
+    probe = run(preprocess.to_tensor(ev(images.image(0, (seed, 0)))[None]))
     shape = (n, views) + tuple(probe.shape[1:])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-    total = n * views
-    with tqdm(total=total, desc=desc, unit="img", mininterval=2, disable=False) as bar:
-        for v in range(views):
-            for s in range(0, n, batch_size):
-                idx = range(s, min(n, s + batch_size))
-                imgs = np.stack([ev(images.image(i, (seed, v))) if v == 0 else
-                                 tr(images.image(i, (seed, v)), np.random.default_rng((seed, v, i)),
-                                    None if mask_alphas is None else mask_alphas[i]) for i in idx])
-                x = preprocess.to_tensor(imgs).to(device)
-                out[s:s + len(idx), v] = trunk(x).float().cpu().numpy().astype(np.float16)
-                bar.update(len(idx))
+
+    def batch(v: int, idx: range) -> torch.Tensor:
+        return preprocess.to_tensor(np.stack([
+            ev(images.image(i, (seed, v))) if v == 0 else
+            tr(images.image(i, (seed, v)), np.random.default_rng((seed, v, i)),
+               None if mask_alphas is None else mask_alphas[i]) for i in idx]))
+
+    jobs = [(v, range(s, min(n, s + batch_size))) for v in range(views) for s in range(0, n, batch_size)]
+    # the next batch's images are made in a thread while the trunk runs on this one (OpenCV and onnxruntime
+    # release the GIL); each image depends only on (seed, view, row), so the cache is the same either way
+    with tqdm(total=n * views, desc=desc, unit="img", mininterval=2) as bar, ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(batch, *jobs[0]) if prefetch else None
+        for k, (v, idx) in enumerate(jobs):
+            x = nxt.result() if prefetch else batch(v, idx)
+            if prefetch and k + 1 < len(jobs):
+                nxt = pool.submit(batch, *jobs[k + 1])
+            out[idx.start:idx.stop, v] = run(x).astype(np.float16)
+            bar.update(len(idx))
     out.flush()
     del out
     os.replace(tmp, path)
