@@ -1,8 +1,8 @@
 """Who runs the frozen trunk when its outputs are cached: PyTorch, or ONNX Runtime on the CPU.
 
 The CPU recipe runs the ImageNet-frozen first blocks once per cached view of every crop (train/features.py);
-on 2 CPU cores that was a quarter of a run (12.5 of the 15 minutes of caches of `best_fast` on full
-maskproxy). Exported as a graph, the same blocks run about twice as fast on onnxruntime as in eager
+on a 2-core EPYC that was 12.5 of the 15 minutes of caches of `best_fast` (maskproxy + faces-world), a
+fifth of its three-seed run. Exported as a graph, the same blocks run about twice as fast on onnxruntime as in eager
 PyTorch (batch norms folded into the convolutions, fused activations; benchmarks/bench_trunk_cache.py),
 and their outputs agree to ~1e-4, below the fp16 the cache stores them in. The trunk is frozen, so no
 gradient is lost. On a GPU PyTorch stays (`auto`).
