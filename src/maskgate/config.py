@@ -59,6 +59,7 @@ def _merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
 # Keys added after runs had been saved, each with the value that behaves as maskgate did before the key
 # existed (not necessarily today's default), so that an older run resumed continues as it started.
 ADDED_KEYS: dict[str, Any] = {"data.duplicate_near": 0, "train.trunk_runtime": "torch"}
+TRUNK_RUNTIMES = ("auto", "torch", "onnxruntime")  # train.trunk_runtime (train/trunk_runner.py)
 
 
 def complete_saved(saved: dict) -> dict:
@@ -113,7 +114,7 @@ def validate(cfg: dict) -> None:
         (isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size must be an integer >= 1"),
         (isinstance(t["views"], int) and t["views"] >= 1, "train.views must be an integer >= 1"),
         (isinstance(t["cache_features"], bool), "train.cache_features must be true or false"),
-        (t.get("trunk_runtime", "auto") in ("auto", "torch", "onnxruntime"),
+        (t.get("trunk_runtime", "auto") in TRUNK_RUNTIMES,
          "train.trunk_runtime must be auto, torch or onnxruntime"),
         (isinstance(t["tune_age_bias"], bool), "train.tune_age_bias must be true or false"),
         (isinstance(m["input_size"], int) and m["input_size"] >= 32, "model.input_size must be an integer >= 32"),

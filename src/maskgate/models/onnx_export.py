@@ -52,6 +52,16 @@ def _eager_net(model: MaskClassifier) -> nn.Module:
     return net
 
 
+def export_graph(module: nn.Module, example: tuple, f, inputs: list[str], outputs: list[str]) -> None:
+    """`module` as an ONNX graph in `f` (path or file object): the project's opset, the TorchScript-based exporter,
+    the batch axis of every input and output dynamic. Used by `export_onnx` and the training trunk runner."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(module, example, f, input_names=inputs, output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in inputs + outputs},
+                          opset_version=OPSET, dynamo=False)
+
+
 def export_onnx(model: MaskClassifier, path: str | os.PathLike) -> Path:
     """Write `model` as an ONNX bundle at `path` (atomically)."""
     import onnx
@@ -62,11 +72,7 @@ def export_onnx(model: MaskClassifier, path: str | os.PathLike) -> Path:
     size = model.preprocess.input_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=["log18", "age_years"],
-                          dynamic_axes={"images": {0: "batch"}, "log18": {0: "batch"}, "age_years": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+    export_graph(wrapped, (example,), str(tmp), ["images"], ["log18", "age_years"])
     proto = onnx.load(str(tmp))
     meta = {"maskgate_format": ONNX_FORMAT, "preprocess": json.dumps(asdict(model.preprocess)),
             "arch": json.dumps(model.arch), "info": json.dumps(model.info, default=str),

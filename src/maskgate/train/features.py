@@ -125,6 +125,12 @@ def feature_cache_key(keys: list[str], parts: dict) -> str:
     return h.hexdigest()[:24]
 
 
+def cache_finished(path: str | os.PathLike) -> bool:
+    """A trunk-output cache written to the end (its .done marker beside it); a killed run's is not."""
+    path = Path(path)
+    return path.is_file() and path.with_suffix(".done").is_file()
+
+
 def cache_trunk_features(run: Callable[[torch.Tensor], np.ndarray], images: RowImages, preprocess: Preprocess,
                          aug: dict, views: int, path: str | os.PathLike, seed: int, batch_size: int,
                          desc: str = "trunk features", mask_alphas: np.ndarray | None = None,
@@ -139,8 +145,7 @@ def cache_trunk_features(run: Callable[[torch.Tensor], np.ndarray], images: RowI
     batch's images while the trunk runs (False: one after the other, as benchmarks/bench_trunk_cache.py compares).
     """
     path = Path(path)
-    done = path.with_suffix(".done")
-    if path.is_file() and done.is_file():
+    if cache_finished(path):
         return np.load(path, mmap_mode="r")
     ev, tr = EvalTransform(preprocess), TrainTransform(preprocess, aug)
     n = len(images)
@@ -170,5 +175,5 @@ def cache_trunk_features(run: Callable[[torch.Tensor], np.ndarray], images: RowI
     out.flush()
     del out
     os.replace(tmp, path)
-    done.write_text("ok")
+    path.with_suffix(".done").write_text("ok")
     return np.load(path, mmap_mode="r")

@@ -33,7 +33,8 @@ from ..models.heads import combine18
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
 from ..models.transfer import init_from_model
 from .calibrate import tune_age_bias
-from .features import FeatureDataset, ImageDataset, cache_trunk_features, feature_cache_key, targets_from
+from .features import (FeatureDataset, ImageDataset, cache_finished, cache_trunk_features, feature_cache_key,
+                       targets_from)
 from .trunk_runner import resolve_trunk_runtime, trunk_runner
 from .loop import LoopConfig, collect_logits, fit, is_main, logits_scores
 from .age_rules import kept_by_age, shift_old_age
@@ -315,7 +316,7 @@ def _run_training(train_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         if not is_main():
             _barrier()
         run, used = None, runtime  # a finished cache is read: the trunk does not run
-        if not fpath.with_suffix(".done").is_file():
+        if not cache_finished(fpath):
             run, used = trunk_runner(net.trunk, device, runtime, pre.input_size, fallback=asked == "auto")
             log(f"frozen trunk runs on {used} to cache its outputs (train.trunk_runtime={asked})")
         # images made beside onnxruntime gain ~1.5x; beside eager PyTorch's own threads they gain nothing

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+from ..config import TRUNK_RUNTIMES as RUNTIMES
 
 
 def _onnxruntime_available() -> bool:
@@ -60,13 +60,10 @@ def _torch_runner(trunk: nn.Module, device: torch.device) -> Callable[[torch.Ten
 def _onnx_runner(trunk: nn.Module, input_size: int) -> Callable[[torch.Tensor], np.ndarray]:
     import onnxruntime as ort
 
-    trunk = trunk.float().cpu().eval()
+    from ..models.onnx_export import export_graph
+
     buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(trunk, (torch.zeros(2, 3, input_size, input_size),), buf, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17,
-                          dynamo=False)
+    export_graph(trunk.float().cpu().eval(), (torch.zeros(2, 3, input_size, input_size),), buf, ["x"], ["y"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())  # the cores PyTorch was given, no more
     opts.inter_op_num_threads = 1
