@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
-from maskgate.evaluate import scores
-from maskgate.labels import encode
+from maskgate.evaluate import read_table
+from maskgate.groups import group_scores
 from maskgate.predict import Predictor
 from maskgate.synth.writer import synthesize
 
@@ -56,16 +55,11 @@ def redecide(p: np.ndarray, b1: float, b2: float) -> np.ndarray:
     return (pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None]).reshape(-1, 18).argmax(1)
 
 
-def bare_set(labels: pd.DataFrame, root: Path) -> tuple[list[str], np.ndarray]:
-    """Unmasked photos of a labels.csv table: truth = 'not worn' + gender + age band."""
-    g = (labels["gender"].str.lower() == "female").astype(int).to_numpy()
-    a = np.digitize(labels["age"].astype(float).to_numpy(), [30, 60])
-    return [str(root / p) for p in labels["path"]], encode(np.full(len(g), 2), g, a)
-
-
-def eval_layout(d: Path) -> tuple[list[str], np.ndarray]:
-    t = pd.read_csv(d / "answers.csv")
-    return [str(d / "images" / i) for i in t["ImageID"]], t["ans"].to_numpy()
+def truth_set(csv: Path, images: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """Photos and classes of an eval layout's answers.csv (`images`: its images/ folder) or of a source's
+    labels.csv (unmasked photos: 'not worn' + gender + age band), as `maskgate evaluate` reads them."""
+    t = read_table(csv, "truth")
+    return [str(images / i) if images else i for i in t.index], t["ans"].to_numpy()
 
 
 def build_sets(a, out: Path) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -75,7 +69,8 @@ def build_sets(a, out: Path) -> dict[str, tuple[list[str], np.ndarray]]:
     sets = {"maskproxy val": (list(main["path"]), main["label"].to_numpy())}
     xroot = Path(a.extra_train).resolve()
     xl = pd.read_csv(xroot / "labels.csv")
-    xl = xl[[str(xroot / p) in set(val["path"]) for p in xl["path"]]].copy()
+    val_paths = set(val["path"])
+    xl = xl[[str(xroot / p) in val_paths for p in xl["path"]]]
     if xl.empty:
         raise SystemExit(f"{a.split}: no validation rows of {xroot} (was the run trained with --extra {a.extra_train}?)")
     src = out / "extra_val"
@@ -84,23 +79,23 @@ def build_sets(a, out: Path) -> dict[str, tuple[list[str], np.ndarray]]:
     masked_val = out / "extra_val_masked_s1"
     if not (masked_val / "answers.csv").is_file():
         synthesize(src, masked_val, layout="eval", per_person=3, seed=1)
-    sets["faces-world val masked"] = eval_layout(masked_val)
-    sets["faces-world val unmasked"] = bare_set(xl, xroot)
-    sets["maskproxy eval"] = eval_layout(Path(a.maskproxy))
+    sets["faces-world val masked"] = truth_set(masked_val / "answers.csv", masked_val / "images")
+    sets["faces-world val unmasked"] = truth_set(src / "labels.csv")
+    mp = Path(a.maskproxy)
+    sets["maskproxy eval"] = truth_set(mp / "answers.csv", mp / "images")
     fw = Path(a.faces_world)
     masked_eval = out / "fw_masked_3_s0_n0"  # bench_groups.py's drawn-mask set (same seed and plan)
     if not (masked_eval / "answers.csv").is_file():
         synthesize(fw, masked_eval, layout="eval", per_person=3, seed=0)
-    sets["faces-world eval masked"] = eval_layout(masked_eval)
-    sets["faces-world eval unmasked"] = bare_set(pd.read_csv(fw / "labels.csv"), fw)
+    sets["faces-world eval masked"] = truth_set(masked_eval / "answers.csv", masked_eval / "images")
+    sets["faces-world eval unmasked"] = truth_set(fw / "labels.csv")
     return sets
 
 
 def measure(p: np.ndarray, y: np.ndarray, b1: float, b2: float) -> dict:
-    yh = redecide(p, b1, b2)
-    s = scores(y, yh)  # macro F1 below: over the classes present (an unmasked set has 6), as bench_groups.py
-    return {"macro_f1": round(float(f1_score(y, yh, labels=np.unique(y), average="macro")), 4), "gender_acc": round(s["gender_acc"], 4),
-            "age_acc": round(s["age_acc"], 4)}
+    """Macro F1 over the classes present (an unmasked set has 6, as bench_groups.py), gender and age accuracy."""
+    r = group_scores(y, redecide(p, b1, b2), np.zeros(len(y))).iloc[0]
+    return {k: round(float(r[k]), 4) for k in ("macro_f1", "gender_acc", "age_acc")}
 
 
 def study(probs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
