@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskgate.adapt import apply_offsets
 from maskgate.evaluate import read_table
 from maskgate.groups import group_scores
 from maskgate.predict import Predictor
@@ -44,15 +45,6 @@ def probs_of(pred: Predictor, paths: list[str]) -> np.ndarray:
             raise RuntimeError(f"{p}: {err}")
         out.append(res[0].probs)
     return np.array(out)
-
-
-def redecide(p: np.ndarray, b1: float, b2: float) -> np.ndarray:
-    """Classes after multiplying p(age band | gender) by exp(0, b1, b2) and renormalising it."""
-    j = p.reshape(-1, 3, 2, 3)  # mask x gender x age
-    pm, pg = j.sum((2, 3)), j.sum((1, 3))
-    pa = j.sum(1) / np.clip(pg[:, :, None], 1e-12, None) * np.exp([0.0, b1, b2])
-    pa /= pa.sum(2, keepdims=True)
-    return (pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None]).reshape(-1, 18).argmax(1)
 
 
 def truth_set(csv: Path, images: Path | None = None) -> tuple[list[str], np.ndarray]:
@@ -94,7 +86,7 @@ def build_sets(a, out: Path) -> dict[str, tuple[list[str], np.ndarray]]:
 
 def measure(p: np.ndarray, y: np.ndarray, b1: float, b2: float) -> dict:
     """Macro F1 over the classes present (an unmasked set has 6, as bench_groups.py), gender and age accuracy."""
-    r = group_scores(y, redecide(p, b1, b2), np.zeros(len(y))).iloc[0]
+    r = group_scores(y, apply_offsets(p, b1, b2), np.zeros(len(y))).iloc[0]
     return {k: round(float(r[k]), 4) for k in ("macro_f1", "gender_acc", "age_acc")}
 
 

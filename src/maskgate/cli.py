@@ -270,6 +270,14 @@ def _synth(a) -> int:
     return 0 if res["people"] else 1
 
 
+def _adapt(a) -> int:
+    from .adapt import run_adapt
+
+    res = run_adapt(a.model, a.data, a.out, a.objective, a.draw_masks, a.folds, a.tta, a.seed, a.sure)
+    print(json.dumps(res))
+    return 0
+
+
 def _demo(a) -> int:
     from .demo import run_demo
 
@@ -430,6 +438,29 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--limit", type=int, default=0, help="only the first N people (0 = all)")
     sy.add_argument("--workers", type=int, default=2)
     sy.set_defaults(fn=_synth)
+
+    ad = sub.add_parser("adapt", help="re-fit a model's age-band offsets on your own labelled people (no training)")
+    ad.add_argument("--data", action="append", required=True, metavar="PATH",
+                    help="labelled photos: an eval layout (folder with answers.csv and images/) or a labelled "
+                         "source (folder with labels.csv: path,age,gender[,mask][,person]); repeatable")
+    ad.add_argument("--out", required=True, help="the adapted model: a .pt bundle, or .onnx for onnxruntime")
+    ad.add_argument("--model", help="run folder or .pt bundle (default: the shipped model)")
+    ad.add_argument("--objective", choices=["accuracy", "age_acc", "macro_f1"], default="accuracy",
+                    help="what the offsets are chosen for: 18-class accuracy over your people (default: how often the "
+                         "checker is right at your door), age-band accuracy, or macro F1 over the classes present "
+                         "(weighs every class alike, so it barely answers to a site's age mix)")
+    ad.add_argument("--draw-masks", type=int, choices=[0, 3, 7], default=0, metavar="N",
+                    help="on a labels.csv source of unmasked people, draw masks first (maskgate synth, N photos a "
+                         "person: 3 = one per state) into <OUT>_photos/ beside OUT, so all three mask states count "
+                         "(default 0)")
+    ad.add_argument("--folds", type=int, default=5,
+                    help="person-level folds for the held-out check; offsets that do not gain there are not kept")
+    ad.add_argument("--sure", type=float, default=0.95, metavar="P",
+                    help="keep the new offsets only if their held-out gain is positive in this share of bootstrap "
+                         "resamples of the people (default 0.95; 0: keep whatever the fit found)")
+    ad.add_argument("--tta", action="store_true", help="fit for predicting with --tta (mirror-image average)")
+    ad.add_argument("--seed", type=int, default=0, help="folds and drawn masks")
+    ad.set_defaults(fn=_adapt)
 
     d = sub.add_parser("demo", help="run the shipped model on sample photos it makes; annotated images + csv")
     d.add_argument("--out", default="demo_out")
