@@ -66,7 +66,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     site = read_labelled_photos([a.site], a.draw_masks, out / "photos", seed=1)
-    sp, sy, sper = cached_probs(a.model, "site", site, out)
+    site_key = "site_" + "_".join(Path(a.site).resolve().parts[-2:]) + f"_masks{a.draw_masks}"
+    sp, sy, sper = cached_probs(a.model, site_key, site, out)
     people = np.unique(sper)
     if a.band_shares:
         people = with_band_shares(people, sper, sy, [float(v) for v in a.band_shares.split(",")])

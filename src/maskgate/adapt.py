@@ -87,7 +87,7 @@ def _index(grid: np.ndarray, b1: float, b2: float) -> int:
 
 def _all_decisions(probs: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """grid points x photos: the classes at every (b1, b2), computed once for all folds."""
-    return np.stack([apply_offsets(probs, b1, b2) for b1, b2 in _points(grid)])
+    return np.stack([apply_offsets(probs, b1, b2).astype(np.int8) for b1, b2 in _points(grid)])
 
 
 def person_folds(persons: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -200,7 +200,12 @@ def read_labelled_photos(sources: Sequence[str | os.PathLike], draw_masks: int =
                                               None)
         if csv is None:
             raise FileNotFoundError(f"{src}: no answers.csv (eval layout) or labels.csv (labelled source) found")
+        if csv.name == "answers.csv" and draw_masks:
+            log(f"{csv}: an eval layout, used as it is (masks are drawn only on a labels.csv source's people)")
         if csv.name != "answers.csv" and draw_masks:
+            if csv.name != "labels.csv":
+                raise ValueError(f"{csv}: masks are drawn on a labelled source, a folder with labels.csv; "
+                                 "put this file in one under that name")
             if work is None:
                 raise ValueError("draw_masks needs a work folder for the drawn photos")
             drawn = work / f"{i}_{csv.parent.name}_masks{draw_masks}_s{seed}"
