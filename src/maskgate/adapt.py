@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .evaluate import confusion, f1_from_confusion, read_table
-from .labels import decode
+from .evaluate import present_macro_f1, read_table
+from .groups import group_scores
 
 GRID = np.round(np.arange(-1.0, 1.01, 0.1), 2)  # as train/calibrate.py: a small grid, a few hundred people
 PENALTY = 0.002  # per unit of offset, as train/calibrate.py: offsets that win by less do not carry over
@@ -39,27 +39,34 @@ _SYNTH_ID = re.compile(r"^(\d{6})_")  # `maskgate synth --layout eval` names ima
 def apply_offsets(probs: np.ndarray, b1: float, b2: float) -> np.ndarray:
     """Classes after multiplying p(age band | gender) by exp(0, b1, b2) and renormalising it: the same
     decisions as adding (0, b1, b2) to the model's age logits (`models/heads.combine18`)."""
+    return _decide(_parts(probs), b1, b2)
+
+
+def _parts(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """p(mask), p(gender), p(age band | gender) of 18-class probabilities (computed once for a whole grid)."""
     j = probs.reshape(-1, 3, 2, 3)  # mask x gender x age
     pm, pg = j.sum((2, 3)), j.sum((1, 3))
-    pa = j.sum(1) / np.clip(pg[:, :, None], 1e-12, None) * np.exp([0.0, b1, b2])
+    return pm, pg, j.sum(1) / np.clip(pg[:, :, None], 1e-12, None)
+
+
+def _decide(parts: tuple[np.ndarray, np.ndarray, np.ndarray], b1: float, b2: float) -> np.ndarray:
+    pm, pg, pa = parts
+    pa = pa * np.exp([0.0, b1, b2])
     pa /= pa.sum(2, keepdims=True)
     return (pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None]).reshape(-1, 18).argmax(1)
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Macro F1 over the classes present in the truth (a site's photos rarely hold all 18; as
-    `groups.group_scores`), 18-class accuracy and the accuracy of each part."""
-    present = np.unique(y_true)
-    t, p = decode(y_true), decode(y_pred)
-    return {"n": int(len(y_true)), "macro_f1": float(f1_from_confusion(confusion(y_true, y_pred, 18))[present].mean()),
-            "accuracy": float((y_true == y_pred).mean()), "mask_acc": float((t[0] == p[0]).mean()),
-            "gender_acc": float((t[1] == p[1]).mean()), "age_acc": float((t[2] == p[2]).mean())}
+    """n, 18-class accuracy, macro F1 over the classes present, the accuracy of each part: the scores of
+    `groups.group_scores` for one group."""
+    row = group_scores(y_true, y_pred, np.zeros(len(y_true), int)).iloc[0]
+    return {k: int(row[k]) if k == "n" else float(row[k])
+            for k in ("n", "macro_f1", "accuracy", "mask_acc", "gender_acc", "age_acc")}
 
 
 def _objective(y: np.ndarray, pred: np.ndarray, objective: str) -> float:
     if objective == "macro_f1":
-        present = np.unique(y)
-        return float(f1_from_confusion(confusion(y, pred, 18))[present].mean())
+        return present_macro_f1(y, pred)
     if objective == "age_acc":
         return float((y % 3 == pred % 3).mean())
     return float((y == pred).mean())
@@ -87,7 +94,8 @@ def _index(grid: np.ndarray, b1: float, b2: float) -> int:
 
 def _all_decisions(probs: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """grid points x photos: the classes at every (b1, b2), computed once for all folds."""
-    return np.stack([apply_offsets(probs, b1, b2).astype(np.int8) for b1, b2 in _points(grid)])
+    parts = _parts(probs)
+    return np.stack([_decide(parts, b1, b2).astype(np.int8) for b1, b2 in _points(grid)])
 
 
 def person_folds(persons: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -146,8 +154,8 @@ def adapt_offsets(probs: np.ndarray, y: np.ndarray, persons: np.ndarray, objecti
     share `need` of bootstrap resamples of the people (0: whenever the fit moved them)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    y = np.asarray(y, int)
-    fold = person_folds(np.asarray(persons).astype(str), folds, seed)
+    y, persons = np.asarray(y, int), np.asarray(persons).astype(str)
+    fold = person_folds(persons, folds, seed)
     dec = _all_decisions(probs, grid)
     held = np.empty(len(y), int)
     fold_offsets = []
@@ -158,7 +166,7 @@ def adapt_offsets(probs: np.ndarray, y: np.ndarray, persons: np.ndarray, objecti
         held[test] = dec[_index(grid, *b), test]
     as_is = dec[_index(grid, 0.0, 0.0)]
     fitted = fit_offsets(dec, y, objective, grid, penalty)
-    sure = gain_sureness(y, held, as_is, np.asarray(persons).astype(str), objective, seed=seed)
+    sure = gain_sureness(y, held, as_is, persons, objective, seed=seed)
     kept = sure >= need and fitted != (0.0, 0.0)
     return Adaptation(offsets=fitted if kept else (0.0, 0.0), fitted=fitted, objective=objective,
                       people=len(np.unique(persons)), photos=len(y), as_is=score(y, as_is),
@@ -200,9 +208,9 @@ def read_labelled_photos(sources: Sequence[str | os.PathLike], draw_masks: int =
                                               None)
         if csv is None:
             raise FileNotFoundError(f"{src}: no answers.csv (eval layout) or labels.csv (labelled source) found")
-        if csv.name == "answers.csv" and draw_masks:
+        if draw_masks and csv.name == "answers.csv":
             log(f"{csv}: an eval layout, used as it is (masks are drawn only on a labels.csv source's people)")
-        if csv.name != "answers.csv" and draw_masks:
+        elif draw_masks:
             if csv.name != "labels.csv":
                 raise ValueError(f"{csv}: masks are drawn on a labelled source, a folder with labels.csv; "
                                  "put this file in one under that name")
@@ -260,16 +268,12 @@ def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequen
     out = Path(out)
     record = {**ad.as_dict(), "from": str(src), "data": [str(s) for s in sources], "fitted_with_tta": tta}
     if out.suffix == ".onnx":  # as `maskgate export --format onnx`, checked against PyTorch on real face crops
-        from .models.onnx_export import demo_crops, export_onnx, parity
+        from .models.onnx_export import export_checked
 
         m = MaskClassifier.load(src)
         m.age_bias += torch.tensor([0.0, *ad.offsets])
         m.info = {**m.info, "adapted": record}
-        export_onnx(m, out)
-        check = parity(m, out, demo_crops(m))
-        if check["max_prob_diff"] > 1e-3:
-            raise RuntimeError(f"{out}: the ONNX model disagrees with PyTorch (difference "
-                               f"{check['max_prob_diff']:.2e} > 1e-3); do not use it")
+        export_checked(m, out)
         return out
     blob, _ = read_bundle(src)
     bias = np.asarray(blob["age_bias"], np.float32).reshape(-1, 3) * np.ones((2, 1), np.float32)

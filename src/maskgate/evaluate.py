@@ -27,6 +27,12 @@ def macro_f1(y_true, y_pred, n: int = NUM_CLASSES) -> float:
     return float(f1_from_confusion(confusion(y_true, y_pred, n)).mean())
 
 
+def present_macro_f1(y_true, y_pred) -> float:
+    """Macro F1 over the classes present in the truth (a group or a site rarely holds all 18)."""
+    y_true = np.asarray(y_true)
+    return float(f1_from_confusion(confusion(y_true, np.asarray(y_pred), NUM_CLASSES))[np.unique(y_true)].mean())
+
+
 def scores(y_true, y_pred) -> dict:
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     out = {"n": int(len(y_true)), "macro_f1": macro_f1(y_true, y_pred), "accuracy": float((y_true == y_pred).mean())}

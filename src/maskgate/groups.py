@@ -55,18 +55,16 @@ def group_column(spec: str, truth: pd.DataFrame, truth_csv: str | os.PathLike) -
 def group_scores(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
     """One row per group: n, 18-class accuracy, macro F1 over the classes in the group's truth, and the
     accuracy of each part (mask, gender, age band)."""
-    from .evaluate import confusion, f1_from_confusion
+    from .evaluate import present_macro_f1
 
     y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
     rows = []
     for g in sorted(set(groups.tolist())):
         sel = groups == g
         t, p = y_true[sel], y_pred[sel]
-        present = np.unique(t)
-        f1 = f1_from_confusion(confusion(t, p, 18))[present]
         dt, dp = decode(t), decode(p)
         rows.append({"group": g, "n": int(sel.sum()), "accuracy": float((t == p).mean()),
-                     "macro_f1": float(f1.mean()), "mask_acc": float((dt[0] == dp[0]).mean()),
+                     "macro_f1": present_macro_f1(t, p), "mask_acc": float((dt[0] == dp[0]).mean()),
                      "gender_acc": float((dt[1] == dp[1]).mean()), "age_acc": float((dt[2] == dp[2]).mean())})
     return pd.DataFrame(rows)
 

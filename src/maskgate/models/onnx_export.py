@@ -96,6 +96,22 @@ def parity(model: MaskClassifier, onnx_path: str | os.PathLike, crops: np.ndarra
             "class_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
 
 
+def export_checked(model: MaskClassifier, path: str | os.PathLike, reference: MaskClassifier | None = None,
+                   extra_crops: np.ndarray | None = None) -> dict:
+    """`export_onnx`, then the parity check against `reference` (default: `model`, what PyTorch predicts with) on
+    the demo's real face crops and `extra_crops`; raises if a probability differs by more than 1e-3."""
+    export_onnx(model, path)
+    crops = demo_crops(model)
+    if extra_crops is not None and len(extra_crops):
+        crops = np.concatenate([crops, extra_crops])
+    check = parity(model if reference is None else reference, path, crops)
+    if check["max_prob_diff"] > 1e-3:
+        raise RuntimeError(f"{path}: the ONNX model disagrees with PyTorch (difference "
+                           f"{check['max_prob_diff']:.2e} > 1e-3 on {check['crops']} real face crops, same class "
+                           f"{check['class_agreement']:.1%}); do not use it")
+    return check
+
+
 def demo_crops(model: MaskClassifier) -> np.ndarray:
     """Real face crops to check an export on: the demo's photos (scikit-image's astronaut: bare, masks drawn,
     tight, grey) cut by the model's own cropper, each also mirrored and darkened."""
