@@ -149,3 +149,24 @@ def test_weak_score_at_predict_time(predictor, astronaut, astronaut_face):
         Predictor([default_model_path(), other])
     assert Predictor([default_model_path(), other], weak_score=0.3).cropper.settings.weak_score == 0.3
     assert Predictor([default_model_path(), other], weak_score=0).cropper.settings.weak_score is None
+
+
+def test_annotation_label_fits_a_narrow_photo():
+    """A tight crop narrower than its label gets the whole label, written smaller (the demo's tight crops
+    used to show 'wear/female/30-5' cut at the edge)."""
+    from maskgate.predict import FaceResult, annotate, fit_label
+
+    text = "incorrect/female/>=60 0.97 (no face found)"
+    scale, (tw, _), _ = fit_label(text, 150, 0.45, 1)
+    assert tw + 6 <= 150 and scale < 0.45
+    assert fit_label(text, 2000, 0.45, 1)[0] == 0.45  # room enough: unchanged
+    probs = np.full(18, 0.01)
+    probs[9] = 1 - 0.17
+    res = FaceResult(cls=9, confidence=float(probs[9]), probs=probs, face_found=False, det_score=0.0,
+                     box=np.zeros(4))
+    img = annotate(np.zeros((200, 150, 3), np.uint8), [res])
+    orange = np.all(img == (255, 150, 0), axis=-1)
+    band = np.flatnonzero(orange.sum(1) > 100)  # the label's filled band, not the box's thin lines
+    assert band.size
+    white_cols = np.flatnonzero((img[band][..., 2] > 80).any(0))  # the white text on it (orange has no blue)
+    assert white_cols.size and white_cols.max() < 150 - 2  # ends before the right edge: nothing cut off

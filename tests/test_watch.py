@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskgate.watch.tracker import IoUTracker, iou
+from maskgate.watch.tracker import IoUTracker, Track, iou
 
 
 def test_iou_hand_computed():
@@ -104,3 +104,17 @@ def test_watch_bad_sources_say_what_is_wrong(tmp_path):
     bad = tmp_path / "notavideo.mp4"
     bad.write_bytes(b"hello")
     assert main(["watch", "--source", str(bad)]) == 2
+
+
+def test_a_face_at_the_right_edge_keeps_its_whole_label():
+    """The label of a face near the frame's right edge is moved left to fit, not cut off at the edge."""
+    from maskgate.watch.loop import COLOURS, draw
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    track = Track(id=12, box=np.array([270.0, 100, 318, 160]), first_t=0.0, last_t=0.0)
+    img = draw(frame, [(track, "incorrect", 0.97)])
+    col = np.all(img == COLOURS["incorrect"], axis=-1)
+    band = np.flatnonzero(col.sum(1) > 60)  # the label's filled band (wider than the 48 px box)
+    assert band.size
+    text_cols = np.flatnonzero((img[band].min(-1) > 200).any(0))  # white text on the band
+    assert text_cols.size and text_cols.max() < 320 - 2 and text_cols.min() < 270  # moved left, all inside

@@ -197,6 +197,20 @@ class Predictor:
                     yield p, (None if crops is None else [next(results) for _ in crops]), err
 
 
+def fit_label(text: str, width: int, scale: float, thickness: int) -> tuple[float, tuple[int, int], int]:
+    """Font scale, text size and baseline for a label that fits `width` with its 6 px of padding.
+
+    A label wider than a small photo (a tight face crop of ~200 px) is written smaller, not cut off."""
+    import cv2
+
+    for _ in range(4):  # getTextSize is not exactly linear in the scale: shrink until it fits
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        if tw + 6 <= width:
+            break
+        scale *= 0.97 * (width - 6) / (tw + 6)
+    return scale, (tw, th), base
+
+
 def annotate(rgb: np.ndarray, results: list[FaceResult]) -> np.ndarray:
     """Draw boxes and labels (green: mask worn, orange: worn incorrectly, red: no mask)."""
     import cv2
@@ -217,10 +231,10 @@ def annotate(rgb: np.ndarray, results: list[FaceResult]) -> np.ndarray:
             x2, y2 = x1 + side - 1, y1 + side - 1
         cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
         text = f"{class_name(r.cls)} {r.confidence:.2f}" + ("" if r.face_found else " (no face found)")
-        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, th // 2))
+        lw = max(1, th // 2)
+        fs_r, (tw, tht), base = fit_label(text, w, fs, lw)
         ty = y1 - 6 if y1 - tht - 10 > 0 else min(h - base - 2, y2 + tht + 8)
         tx = max(0, min(x1, w - tw - 6))  # keep the label inside the picture
         cv2.rectangle(img, (tx, ty - tht - 4), (tx + tw + 6, ty + base - 2), col, -1)
-        cv2.putText(img, text, (tx + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), max(1, th // 2),
-                    cv2.LINE_AA)
+        cv2.putText(img, text, (tx + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs_r, (255, 255, 255), lw, cv2.LINE_AA)
     return img

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, marginals
-from ..predict import Predictor
+from ..predict import Predictor, fit_label
 from .tracker import IoUTracker, Track
 
 MASK_ORDER = ["wear", "incorrect", "not_wear"]  # worst last
@@ -178,10 +178,11 @@ def draw(rgb: np.ndarray, shown: list[tuple[Track, str, float]]) -> np.ndarray:
         col = COLOURS[label]
         cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
         text = f"#{tr.id} {label} {p:.2f}"
-        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+        fs, (tw, tht), base = fit_label(text, img.shape[1], 0.55, 1)
         ty = max(tht + 4, y1 - 4)
-        cv2.rectangle(img, (x1, ty - tht - 4), (x1 + tw + 6, ty + base - 2), col, -1)
-        cv2.putText(img, text, (x1 + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        tx = max(0, min(x1, img.shape[1] - tw - 6))  # a face at the right edge keeps its whole label
+        cv2.rectangle(img, (tx, ty - tht - 4), (tx + tw + 6, ty + base - 2), col, -1)
+        cv2.putText(img, text, (tx + 3, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 
 
