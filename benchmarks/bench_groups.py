@@ -3,7 +3,7 @@ drawn by `maskgate synth`, next to maskproxy eval.
 
     python benchmarks/bench_groups.py --model A.pt [--model B.pt ...] --out DIR
         [--faces-world ../shared/data/faces-world/eval] [--maskproxy ../shared/data/maskproxy/eval]
-        [--per-person 3] [--seed 0] [--people N] [--tta]
+        [--per-person 3] [--seed 0] [--people N] [--tta MODE]
 
 faces-world/eval: 1,501 adults of every race but Asian (white, black, indian, other), balanced over
 gender x age band, one unmasked photo each.
@@ -88,7 +88,8 @@ def main() -> None:
     ap.add_argument("--per-person", type=int, default=3, choices=[3, 7])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--people", type=int, default=0, help="only the first N faces-world people (0 = all)")
-    ap.add_argument("--tta", action="store_true", help="predict with the mirror-image average (predict --tta)")
+    ap.add_argument("--tta", nargs="?", const="on", choices=("off", "on", "auto"),
+                    help="as `maskgate predict --tta` (default: each model's own setting)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def main() -> None:
     results = {}
     for m in a.model:
         pred = Predictor(m, tta=a.tta)
-        name = (Path(m).stem if Path(m).is_file() else Path(m).name) + ("_tta" if a.tta else "")
+        name = (Path(m).stem if Path(m).is_file() else Path(m).name) + (f"_tta{a.tta}" if a.tta else "")
         r = {"faces-world unmasked": condition(pred, plain, labels, list(plain.index),
                                                ["race", "gender", "age_band"], out / name / "unmasked"),
              "faces-world masked": condition(pred, mtruth, masked / "answers.csv",
@@ -117,7 +118,7 @@ def main() -> None:
             r["maskproxy eval"] = condition(pred, t, mp / "answers.csv",
                                             [str(mp / "images" / i) for i in t.index], ["age_band", "gender"],
                                             out / name / "maskproxy")
-        key = m + (" --tta" if a.tta else "")
+        key = m + (f" --tta {a.tta}" if a.tta else "")
         results[key] = r
         print(markdown({key: r}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,6 +1,6 @@
 """How far do age-band offsets (and mirror TTA) move a trained model, fitted on held-out people?
 
-    python benchmarks/bench_offsets.py --model A.pt [--model B.pt ...] --split runs/RUN/split.csv --out DIR [--tta]
+    python benchmarks/bench_offsets.py --model A.pt [--model B.pt ...] --split runs/RUN/split.csv --out DIR [--tta MODE]
         [--extra-train ../shared/data/faces-world/train] [--faces-world ../shared/data/faces-world/eval]
         [--maskproxy ../shared/data/maskproxy/eval]
 
@@ -140,14 +140,15 @@ def main() -> None:
     ap.add_argument("--extra-train", default="../shared/data/faces-world/train")
     ap.add_argument("--faces-world", default="../shared/data/faces-world/eval")
     ap.add_argument("--maskproxy", default="../shared/data/maskproxy/eval")
-    ap.add_argument("--tta", action="store_true", help="predict with the mirror-image average (predict --tta)")
+    ap.add_argument("--tta", nargs="?", const="on", choices=("off", "on", "auto"),
+                    help="as `maskgate predict --tta` (default: each model's own setting)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     sets = build_sets(a, out)
     results = {}
     for m in a.model:
-        name = (Path(m).stem if Path(m).is_file() else Path(m).name) + ("_tta" if a.tta else "")
+        name = (Path(m).stem if Path(m).is_file() else Path(m).name) + (f"_tta{a.tta}" if a.tta else "")
         (out / name).mkdir(exist_ok=True)
         pred, probs = None, {}
         for k, (paths, y) in sets.items():
@@ -158,8 +159,8 @@ def main() -> None:
                 np.savez(f, probs=probs_of(pred, paths), y=y)
             z = np.load(f)
             probs[k] = (z["probs"], z["y"])
-        results[m + (" --tta" if a.tta else "")] = r = study(probs)
-        print(markdown(m + (" --tta" if a.tta else ""), r), flush=True)
+        results[m + (f" --tta {a.tta}" if a.tta else "")] = r = study(probs)
+        print(markdown(m + (f" --tta {a.tta}" if a.tta else ""), r), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
 

@@ -1,7 +1,7 @@
 """`maskgate predict` end to end on 448x448 jpgs: start-up (imports + model load) and images/s.
 
     python benchmarks/bench_predict.py --images 600 [--model RUN_OR_PT [--model ...]] [--framing NAME]
-                                       [--weak-score S] [--det-retry PX]   (as `maskgate predict`)
+                                       [--weak-score S] [--det-retry PX] [--tta MODE]   (as `maskgate predict`)
 
 The 448x448 inputs are made from maskproxy eval photos framed as portraits (bench_framing.py's
 `portrait_blur`: the photo at 240 px on an out-of-focus backdrop; `--framing small_face` for faces that
@@ -39,12 +39,16 @@ def main() -> None:
                                                       "different values need it)")
     ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
     ap.add_argument("--framing", default="portrait_blur", choices=[k for k, v in FRAMINGS.items() if v])
+    ap.add_argument("--tta", nargs="?", const="on", choices=("off", "on", "auto"),
+                    help="as `maskgate predict --tta` (default: the model's own setting)")
     a = ap.parse_args()
     model = [arg for m in a.model for arg in ("--model", m)]
     if a.weak_score is not None:
         model += ["--weak-score", str(a.weak_score)]
     if a.det_retry is not None:
         model += ["--det-retry", str(a.det_retry)]
+    if a.tta:
+        model += ["--tta", a.tta]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "imgs"
         folder.mkdir()
@@ -62,7 +66,7 @@ def main() -> None:
         total = time.time() - t0
     rate = float(re.search(r"([0-9.]+) img/s", r.stderr).group(1))
     print(json.dumps({"models": a.model or ["default"], "images": a.images, "size": "448x448 jpg",
-                      "framing": a.framing, "options": {"weak_score": a.weak_score, "det_retry": a.det_retry},
+                      "framing": a.framing, "options": {"weak_score": a.weak_score, "det_retry": a.det_retry, "tta": a.tta},
                       "startup_s": round(startup, 2),
                       "steady_img_per_s": rate, "end_to_end_s": round(total, 1),
                       "end_to_end_img_per_s": round(a.images / total, 1), "cores": os.cpu_count()}))

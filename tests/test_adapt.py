@@ -133,8 +133,9 @@ def test_adapt_command_writes_a_model_that_decides_with_the_new_offsets(tmp_path
 
     answers = pd.read_csv(next((tmp_path / "adapted_photos").iterdir()) / "answers.csv")
     paths = [str(next((tmp_path / "adapted_photos").iterdir()) / "images" / i) for i in answers["ImageID"]]
-    before, _ = adapt.model_probs(default_model_path("torch"), paths)
-    after, _ = adapt.model_probs(out, paths)
+    # without the mirror image: with "auto" (the shipped model's own) which faces get it depends on the offsets
+    before, _ = adapt.model_probs(default_model_path("torch"), paths, tta="off")
+    after, _ = adapt.model_probs(out, paths, tta="off")
     np.testing.assert_array_equal(after.argmax(1), adapt.apply_offsets(before, b1, b2))
 
     onnx = tmp_path / "adapted.onnx"
@@ -150,6 +151,7 @@ def test_adapt_command_writes_a_model_that_decides_with_the_new_offsets(tmp_path
     assert res2["skipped"] == 1 and res2["photos"] == 135 and "bad.jpg" in captured.err
     assert res2["offsets"] == res["offsets"]  # the broken photo cost nothing but itself
     ob1, ob2 = res2["offsets"]
-    before_onnx, _ = adapt.model_probs(default_model_path("onnx"), paths)
-    got = np.array([r[0].probs.argmax() for _, r, _ in Predictor(onnx).predict_files(paths)])
+    before_onnx, _ = adapt.model_probs(default_model_path("onnx"), paths, tta="off")
+    got = np.array([r[0].probs.argmax() for _, r, _ in Predictor(onnx, tta="off").predict_files(paths)])
+    assert Predictor(onnx).tta == ["auto"]  # the adapted twin keeps the model's mirror-image setting
     np.testing.assert_array_equal(got, adapt.apply_offsets(before_onnx, ob1, ob2))

@@ -159,3 +159,54 @@ def test_predict_serve_watch_without_pytorch(tmp_path, astronaut):
     assert last == {"torch_loaded": False, "modules": []}
     assert len(pd.read_csv(tmp_path / "p.csv")) == 1
     assert len(pd.read_csv(tmp_path / "ev.csv")) >= 1
+
+
+def test_auto_tta_mirrors_only_the_doubtful_faces(real_crops):
+    """tta "auto": a crop whose top class probability is under tta_below gets the mirror average ("on"),
+    the others keep their own distribution ("off"); "on" and "off" are the runtime's own."""
+    from maskgate.faces.crop import FaceCrop
+    from maskgate.predict import Predictor
+
+    crops = [FaceCrop(image=c, found=True, score=1.0) for c in real_crops]
+    pred = Predictor(default_model_path("onnx"), tta="auto")
+    model = pred.models[0]
+    off, on = pred._probs(model, crops, "off"), pred._probs(model, crops, "on")
+    x = model.preprocess.resize(real_crops)
+    np.testing.assert_allclose(off, model.probs(x), atol=1e-6)
+    np.testing.assert_allclose(on, model.probs(x, tta=True), atol=1e-6)
+    top = off.max(1)
+    model.preprocess.tta_below = float(np.median(top))  # some crops on each side
+    doubt = top < model.preprocess.tta_below
+    assert 0 < doubt.sum() < len(crops)
+    auto = pred._probs(model, crops, "auto")
+    np.testing.assert_allclose(auto[doubt], on[doubt], atol=1e-6)
+    np.testing.assert_array_equal(auto[~doubt], off[~doubt])
+    assert [r.cls for r in pred.classify_crops(crops)] == auto.argmax(1).tolist()
+
+
+def test_tta_setting_is_saved_with_the_model_and_can_be_overridden(tmp_path):
+    """`maskgate export --tta/--tta-below` saves the setting into the .pt bundle and its ONNX twin; predict
+    uses the model's own unless told; a bundle that never said is "off"; bad values are refused."""
+    from maskgate.cli import main
+    from maskgate.predict import Predictor
+
+    net = MaskgateNet("tf_efficientnet_lite0", "none", freeze_blocks=2, dropout=0.0)
+    arch = {"backbone": "tf_efficientnet_lite0", "freeze_blocks": 2, "dropout": 0.0}
+    MaskClassifier(net, Preprocess(input_size=128), arch).save(tmp_path / "plain.pt")
+    assert Predictor(tmp_path / "plain.pt").tta == ["off"]
+    assert main(["export", "--model", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "auto.pt"),
+                 "--tta", "auto", "--tta-below", "0.7"]) == 0
+    assert main(["export", "--format", "onnx", "--model", str(tmp_path / "auto.pt"),
+                 "--out", str(tmp_path / "auto.onnx")]) == 0
+    for f in ("auto.pt", "auto.onnx"):
+        pre = load_runtime(tmp_path / f).preprocess
+        assert (pre.tta, pre.tta_below, pre.input_size) == ("auto", 0.7, 128), f
+        assert Predictor(tmp_path / f).tta == ["auto"]
+        assert Predictor(tmp_path / f, tta="off").tta == ["off"] and Predictor(tmp_path / f, tta=True).tta == ["on"]
+    # an ensemble: each member its own setting
+    assert Predictor([tmp_path / "plain.pt", tmp_path / "auto.pt"]).tta == ["off", "auto"]
+    with pytest.raises(ValueError, match="tta='sometimes'"):
+        Predictor(tmp_path / "auto.pt", tta="sometimes")
+    assert main(["export", "--model", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt"),
+                 "--tta", "auto", "--tta-below", "1.5"]) == 2
+    assert not (tmp_path / "x.pt").exists()

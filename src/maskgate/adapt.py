@@ -234,7 +234,7 @@ def read_labelled_photos(sources: Sequence[str | os.PathLike], draw_masks: int =
     return Labelled(paths, np.array(classes, int), np.array(persons))
 
 
-def model_probs(model, paths: Sequence[str], tta: bool = False,
+def model_probs(model, paths: Sequence[str], tta: bool | str | None = None,
                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[np.ndarray, np.ndarray]:
     """The model's 18-class probabilities of each photo's subject, and which photos gave them (an unreadable
     photo is reported and left out, the others still count)."""
@@ -255,7 +255,8 @@ def model_probs(model, paths: Sequence[str], tta: bool = False,
     return np.array(out), ok
 
 
-def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequence[str], tta: bool = False) -> Path:
+def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequence[str],
+                  tta: bool | str | None = None) -> Path:
     """The model with (0, b1, b2) added to its age-band offsets (both genders), its provenance in
     `info["adapted"]`. A .pt bundle keeps everything else as it was (weights, TorchScript graph, crop);
     `.onnx`: the ONNX twin for onnxruntime, as `maskgate export --format onnx` writes it."""
@@ -264,9 +265,13 @@ def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequen
     from .models.classifier import MaskClassifier, atomic_torch_save, read_bundle
     from .models.runtime import default_model_path
 
+    from .models.preprocess import tta_mode
+
     src = Path(model) if model else default_model_path("torch")
     out = Path(out)
-    record = {**ad.as_dict(), "from": str(src), "data": [str(s) for s in sources], "fitted_with_tta": tta}
+    blob, _ = read_bundle(src)
+    fitted_with = tta_mode(tta, blob["preprocess"].get("tta", "off"))  # what the probabilities were made with
+    record = {**ad.as_dict(), "from": str(src), "data": [str(s) for s in sources], "fitted_with_tta": fitted_with}
     if out.suffix == ".onnx":  # as `maskgate export --format onnx`, checked against PyTorch on real face crops
         from .models.onnx_export import export_checked
 
@@ -275,7 +280,6 @@ def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequen
         m.info = {**m.info, "adapted": record}
         export_checked(m, out)
         return out
-    blob, _ = read_bundle(src)
     bias = np.asarray(blob["age_bias"], np.float32).reshape(-1, 3) * np.ones((2, 1), np.float32)
     blob["age_bias"] = (bias + np.array([0.0, *ad.offsets], np.float32)).tolist()
     blob["info"] = {**blob.get("info", {}), "adapted": record}
@@ -302,7 +306,7 @@ def format_adaptation(ad: Adaptation) -> str:
 
 
 def run_adapt(model, sources: Sequence[str], out: str | os.PathLike, objective: str = "accuracy",
-              draw_masks: int = 0, folds: int = 5, tta: bool = False, seed: int = 0, need: float = SURE,
+              draw_masks: int = 0, folds: int = 5, tta: bool | str | None = None, seed: int = 0, need: float = SURE,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """Read the labelled photos, classify them once, fit and check the offsets, write the adapted model."""
     if not sources:

@@ -23,6 +23,14 @@ def _add_detection_flags(p: argparse.ArgumentParser, save: bool = False) -> None
         g.add_argument(o.flag, type=o.kind, metavar=o.metavar, help=what)
 
 
+def _add_tta_flag(p: argparse.ArgumentParser) -> None:
+    """--tta for predict, serve and watch: the mirror image too (default: the model's own setting)."""
+    p.add_argument("--tta", nargs="?", const="on", choices=("off", "on", "auto"),
+                   help="the mirror image too, its class distribution averaged in: on (every face, 2x the "
+                        "network's time), auto (only faces whose top class probability is under the model's "
+                        "tta_below), off; --tta alone = on [default: the model's own; the shipped model: auto]")
+
+
 def _detection_args(a) -> dict:
     """The detection flags given (None = the model's own), as `Predictor` / `with_detection` keywords."""
     from .faces.options import DETECTION_OPTIONS
@@ -204,6 +212,15 @@ def _export(a) -> int:
         model.info = {**model.info, "detection_changed_at_export": {**before, **changed}}
         model.preprocess.crop = new
         print(f"detection settings now {new.detection()}", file=sys.stderr)
+    if a.tta is not None or a.tta_below is not None:  # how predict runs the network, saved the same way
+        from .models.preprocess import check_tta
+
+        pre = model.preprocess
+        tta, below = a.tta or pre.tta, pre.tta_below if a.tta_below is None else a.tta_below
+        check_tta(tta, below)
+        model.info = {**model.info, "tta_changed_at_export": {"tta": tta, "tta_below": below}}
+        pre.tta, pre.tta_below = tta, below
+        print(f"mirror-image setting now tta={tta} (tta_below {below})", file=sys.stderr)
     if a.format == "onnx":
         from .models.onnx_export import export_checked
 
@@ -234,7 +251,7 @@ def _serve(a) -> int:
     detection = {k: v for k, v in _detection_args(a).items() if v is not None}
     CropSettings.check_options(**detection)  # a bad flag fails here, not in the model-loading thread
     settings = ServeSettings(max_bytes=a.max_bytes, max_pixels=a.max_pixels, threads=a.threads,
-                             max_queue=a.max_queue, timeout_s=a.timeout, detection=detection)
+                             max_queue=a.max_queue, timeout_s=a.timeout, detection=detection, tta=a.tta)
     model = None if not a.model else (a.model[0] if len(a.model) == 1 else a.model)
     serve(model, a.host, a.port, a.workers, settings)
     return 0
@@ -248,7 +265,7 @@ def _watch(a) -> int:
                        max_seconds=a.max_seconds)
     if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0:
         raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0")
-    pred = Predictor(a.model or None, device=a.device, workers=1, **_detection_args(a))
+    pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
     summary = watch(a.source, pred, opt, a.out, a.events)
     print(json.dumps(summary, indent=2))
     return 0
@@ -348,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one row per detected face (default for plain images)")
     faces.add_argument("--main-face", dest="all_faces", action="store_false",
                        help="only the largest face (default for the eval layout)")
-    pr.add_argument("--tta", action="store_true", help="also classify the mirror image and average (2x slower)")
+    _add_tta_flag(pr)
     pr.add_argument("--vote", choices=("soft", "hard"), default="soft",
                     help="several --model: soft (average of distributions) or hard (majority class) vote")
     _add_detection_flags(pr)
@@ -376,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-images", nargs="*", default=[], metavar="PATH",
                    help="with --format onnx: photos or folders whose faces are added to the parity check")
     x.add_argument("--graph-only", action="store_true", help="drop the fp16 weights, keep only the graph (smallest)")
+    x.add_argument("--tta", choices=("off", "on", "auto"),
+                   help="save as the model's own mirror-image setting (what predict, serve and watch use unless "
+                        "told otherwise): off, on, or auto (the mirror only for doubtful faces)")
+    x.add_argument("--tta-below", type=float, metavar="P",
+                   help="save as the model's own tta_below: with tta auto, the mirror image is used where the top "
+                        "class probability is under this (default 0.8)")
     _add_detection_flags(x, save=True)
     x.set_defaults(fn=_export)
 
@@ -404,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload (bytes)")
     sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest photo (width x height)")
     sv.add_argument("--timeout", type=float, default=30.0, help="seconds before a prediction answers 503")
+    _add_tta_flag(sv)
     _add_detection_flags(sv)
     sv.set_defaults(fn=_serve)
 
@@ -419,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--min-frames", type=int, default=2, help="fewer classified frames make no event")
     wa.add_argument("--max-gap", type=float, default=1.0, help="seconds unseen before a person has left")
     wa.add_argument("--max-seconds", type=float, help="stop a camera or stream after this long")
+    _add_tta_flag(wa)
     _add_detection_flags(wa)
     wa.set_defaults(fn=_watch)
 
@@ -454,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--sure", type=float, default=0.95, metavar="P",
                     help="keep the new offsets only if their held-out gain is positive in this share of bootstrap "
                          "resamples of the people (default 0.95; 0: keep whatever the fit found)")
-    ad.add_argument("--tta", action="store_true", help="fit for predicting with --tta (mirror-image average)")
+    ad.add_argument("--tta", choices=("off", "on", "auto"),
+                    help="fit on the probabilities predict will use with this mirror-image setting [default: the "
+                         "model's own, which the adapted model keeps]")
     ad.add_argument("--seed", type=int, default=0, help="folds and drawn masks")
     ad.set_defaults(fn=_adapt)
 

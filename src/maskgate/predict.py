@@ -19,6 +19,7 @@ import numpy as np
 from .data.images import ImageError, read_image
 from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
+from .models.preprocess import tta_mode
 from .models.runtime import Runtime, default_model_for, default_model_path, expand_members, load_runtime
 
 __all__ = ["FaceResult", "Predictor", "annotate", "default_model_path"]
@@ -62,7 +63,7 @@ class Predictor:
     """One model, or a soft-vote ensemble of several, from photos to per-face results."""
 
     def __init__(self, model: ModelLike | Sequence[ModelLike] | None = None, device: str = "auto",
-                 batch_size: int = 0, workers: int = 2, tta: bool = False, det_size: int | None = None,
+                 batch_size: int = 0, workers: int = 2, tta: bool | str | None = None, det_size: int | None = None,
                  weak_score: float | None = None, det_retry: int | None = None,
                  subject_centre: float | None = None, vote: str = "soft", det_retry_below: float | None = None,
                  subject_confidence: float | None = None):
@@ -84,6 +85,11 @@ class Predictor:
         first look's best face scores under this, it found several faces, or one at a side; 0 = only when
         nothing was found) and `face.subject_confidence` (detection confidence in the subject rule; 0 = off).
 
+        tta: the mirror image: None = each model's own setting (saved with it: `maskgate export --tta`;
+        "auto" for the shipped model, "off" for bundles that do not say), "off", "on" (every crop and its
+        mirror, the distributions averaged) or "auto" (the mirror only for crops whose top class probability
+        is under the model's `tta_below`); True / False = "on" / "off".
+
         vote: how an ensemble decides: "soft" (normalised geometric mean of the members' distributions) or
         "hard" (the class most members pick; ties go to the higher soft-vote probability).
 
@@ -96,6 +102,7 @@ class Predictor:
         where = dict(det_size=det_size, weak_score=weak_score, det_retry=det_retry, subject_centre=subject_centre,
                      det_retry_below=det_retry_below, subject_confidence=subject_confidence)
         CropSettings.check_options(**where)  # bad values fail before the model loads
+        tta_mode(tta, "off")
         members = [default_model_for(device)] if model is None else expand_members(
             list(model) if isinstance(model, (list, tuple)) else [model])
         if not members:
@@ -117,24 +124,31 @@ class Predictor:
         self.cropper = FaceCropper(crop, threads=1 if workers > 1 else 0)
         self._other_cuts = list({m.preprocess.crop.alignment(): m.preprocess.crop for m in self.models
                                  if m.preprocess.crop.alignment() != crop.alignment()}.values())
-        self.batch_size, self.workers, self.tta = batch_size, workers, tta
+        self.batch_size, self.workers = batch_size, workers
+        self.tta = [tta_mode(tta, m.preprocess.tta) for m in self.models]  # per model: its own unless told
 
     # --- crops -> results -------------------------------------------------------------------------
-    def _probs(self, model: Runtime, crops: list[FaceCrop]) -> np.ndarray:
-        """One model's 18-class distribution for each crop (mirror-image average with `tta`)."""
+    def _probs(self, model: Runtime, crops: list[FaceCrop], tta: str = "off") -> np.ndarray:
+        """One model's 18-class distribution for each crop (mirror-image average as `tta` says)."""
         key = model.preprocess.crop.alignment()
         own = key == self.cropper.settings.alignment()
         imgs = model.preprocess.resize(np.stack([c.image if own else c.others[key] for c in crops]))
-        return np.concatenate([model.probs(imgs[s:s + self.batch_size], self.tta)
-                               for s in range(0, len(imgs), self.batch_size)])
+        run = lambda x, mirror: np.concatenate([model.probs(x[s:s + self.batch_size], mirror)  # noqa: E731
+                                                for s in range(0, len(x), self.batch_size)])
+        p = run(imgs, tta == "on")
+        if tta == "auto":  # the mirror image only where the crop alone leaves the class in doubt
+            doubt = np.flatnonzero(p.max(1) < model.preprocess.tta_below)
+            if doubt.size:
+                p[doubt] = (p[doubt] + run(np.ascontiguousarray(imgs[doubt, :, ::-1]), False)) / 2
+        return p
 
     def classify_crops(self, crops: list[FaceCrop]) -> list[FaceResult]:
         if not crops:
             return []
         if len(self.models) == 1:
-            p = self._probs(self.model, crops)
+            p = self._probs(self.model, crops, self.tta[0])
         else:  # soft vote: normalised geometric mean of the members' distributions
-            each = [self._probs(m, crops) for m in self.models]
+            each = [self._probs(m, crops, t) for m, t in zip(self.models, self.tta)]
             logp = np.mean([np.log(np.clip(q, 1e-8, None)) for q in each], axis=0)
             p = np.exp(logp - logp.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)

@@ -13,6 +13,26 @@ import numpy as np
 from ..faces.crop import CropSettings
 
 
+TTA_MODES = ("off", "on", "auto")
+
+
+def check_tta(mode: str, below: float) -> None:
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta={mode!r}: one of {', '.join(TTA_MODES)}")
+    if not 0.0 < float(below) <= 1.0:
+        raise ValueError(f"tta_below={below!r}: a probability in (0, 1]")
+
+
+def tta_mode(value: bool | str | None, own: str) -> str:
+    """A run's mirror-image setting: None = the model's own; True / False = "on" / "off"; or a mode."""
+    if value is None:
+        return own
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    check_tta(value, 0.5)
+    return value
+
+
 @dataclass
 class Preprocess:
     """Face crop settings, input size and normalisation."""
@@ -21,6 +41,16 @@ class Preprocess:
     input_size: int = 160
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # How predict runs the network on a crop, saved with the model like the detection settings (and, like
+    # them, no part of training: left out of repr, which keys the training caches). "off": the crop alone;
+    # "on": the crop and its mirror image, the two distributions averaged; "auto": the mirror only where
+    # the crop's top class probability is under `tta_below` (the doubtful faces: the same scores as "on"
+    # for a fraction of its cost, docs/benchmarks.md). Bundles saved before these keys existed are "off".
+    tta: str = field(default="off", repr=False)
+    tta_below: float = field(default=0.8, repr=False)
+
+    def __post_init__(self) -> None:
+        check_tta(self.tta, self.tta_below)
 
     def resize(self, crops: np.ndarray) -> np.ndarray:
         """N x S x S x 3 uint8 crops -> N x I x I x 3 uint8 at the network's input size."""

@@ -48,6 +48,7 @@ class ServeSettings:
     # where faces are looked for, as `Predictor` keywords (faces/options.py; the --det-size ...
     # flags); empty = the model's own
     detection: dict = field(default_factory=dict)
+    tta: str | None = None  # the mirror image: off | on | auto; None = the model's own (`maskgate serve --tta`)
 
 
 class _BodyTooLarge(Exception):
@@ -152,7 +153,7 @@ def create_app(model: Any = None, settings: ServeSettings | None = None,
         if state["pool"] is None:
             state["pool"] = ThreadPoolExecutor(max_workers=max(1, s.threads), thread_name_prefix="maskgate-predict")
         return state["pool"]
-    factory = predictor_factory or (lambda: Predictor(model, workers=1, **s.detection))
+    factory = predictor_factory or (lambda: Predictor(model, workers=1, tta=s.tta, **s.detection))
     metrics.ready.set(int(predictor is not None))
 
     def load() -> None:
@@ -223,13 +224,14 @@ def create_app(model: Any = None, settings: ServeSettings | None = None,
             return _error(503, "loading", state["load_error"] or "the model is loading",
                           {"Retry-After": str(s.retry_after_s)})
         members = []
-        for m in pred.models:
+        for m, tta in zip(pred.models, pred.tta):
             members.append({"name": m.name, "runtime": m.kind, "input_size": m.preprocess.input_size,
+                            "tta": tta, "tta_below": m.preprocess.tta_below,
                             "crop": asdict(m.preprocess.crop), "info": json.loads(json.dumps(m.info, default=str))})
         return {"classes": [class_name(k) for k in range(18)],
                 "tasks": {"mask": list(MASK_NAMES.values()), "gender": list(GENDER_NAMES.values()),
                           "age_band": list(AGE_NAMES.values())},
-                "detection": pred.cropper.settings.detection(), "tta": pred.tta, "models": members,
+                "detection": pred.cropper.settings.detection(), "models": members,
                 "limits": asdict(s)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
