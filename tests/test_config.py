@@ -104,3 +104,19 @@ def test_face_settings_are_checked_in_one_place_naming_key_and_flag():
     off = build_preprocess(load_config(overrides=["face.weak_score=0", "face.det_retry_side=0",
                                                   "face.det_retry_below=0", "face.subject_centre=0"])).crop
     assert (off.weak_score, off.det_retry_side, off.det_retry_below, off.subject_centre) == (None,) * 4  # 0 = null
+
+
+def test_the_mirror_image_setting_of_a_trained_model_comes_from_the_config():
+    """model.tta / model.tta_below go into the run's preprocessing (saved with the model); YAML's bare off / on
+    (booleans) mean the modes; a bad value fails when the config loads, not when training ends."""
+    from maskgate.train.recipe import build_preprocess
+
+    assert build_preprocess(load_config()).tta == "off"
+    for value, mode in (("auto", "auto"), ("off", "off"), ("on", "on"), ("false", "off")):
+        pre = build_preprocess(load_config(overrides=[f"model.tta={value}", "model.tta_below=0.7"]))
+        assert (pre.tta, pre.tta_below) == (mode, 0.7), value
+    assert "tta" not in repr(pre)  # not part of the training caches' key
+    with pytest.raises(ConfigError, match="model.tta must be off, on or auto"):
+        load_config(overrides=["model.tta=maybe"])
+    with pytest.raises(ConfigError, match="model.tta_below"):
+        load_config(overrides=["model.tta_below=1.5"])

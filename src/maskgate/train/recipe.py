@@ -31,6 +31,7 @@ from ..labels import Mask, encode
 from ..models.backbones import packaged_weights_path
 from ..models.heads import combine18
 from ..models.classifier import MaskClassifier, MaskgateNet, Preprocess, atomic_torch_save
+from ..models.preprocess import tta_mode
 from ..models.transfer import init_from_model
 from .calibrate import tune_age_bias
 from .features import (FeatureDataset, ImageDataset, cache_finished, cache_trunk_features, feature_cache_key,
@@ -97,7 +98,9 @@ def duplicate_groups_of(samples: pd.DataFrame, crops: np.ndarray, rows: np.ndarr
 def build_preprocess(cfg: dict) -> Preprocess:
     f, m = cfg["face"], cfg["model"]
     crop = CropSettings.from_config(f)
-    return Preprocess(crop=crop, input_size=int(m["input_size"]))
+    # YAML reads a bare off / on as false / true: tta_mode takes those too
+    return Preprocess(crop=crop, input_size=int(m["input_size"]), tta=tta_mode(m.get("tta"), "off"),
+                      tta_below=float(m.get("tta_below", 0.8)))
 
 
 def plot_history(history: list[dict], path: Path) -> None:
