@@ -119,11 +119,14 @@ def run(conditions: dict, picture: str, example: int = 0) -> None:
     ap.add_argument("--weak-score", type=float, help="as `maskgate predict --weak-score`")
     ap.add_argument("--det-size", type=int, help="as `maskgate predict --det-size`")
     ap.add_argument("--det-retry", type=int, help="as `maskgate predict --det-retry`")
+    ap.add_argument("--tta", nargs="?", const="on", choices=("off", "on", "auto"),
+                    help="as `maskgate predict --tta` (default: each model's own setting)")
     a = ap.parse_args()
     truth = pd.read_csv(Path(a.eval) / "answers.csv").head(a.images)
     with tempfile.TemporaryDirectory() as tmp:
         folders = render(conditions, Path(a.eval), truth, Path(tmp), a.out, picture, example)
-        results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry)
+        results = {m: score(folders, truth, m, weak_score=a.weak_score, det_size=a.det_size, det_retry=a.det_retry,
+                            tta=a.tta)
                    for m in a.model}
     print(json.dumps(results, indent=1))
     if a.out:
