@@ -269,20 +269,23 @@ def write_adapted(model, out: str | os.PathLike, ad: Adaptation, sources: Sequen
 
     src = Path(model) if model else default_model_path("torch")
     out = Path(out)
-    blob, _ = read_bundle(src)
-    fitted_with = tta_mode(tta, blob["preprocess"].get("tta", "off"))  # what the probabilities were made with
-    record = {**ad.as_dict(), "from": str(src), "data": [str(s) for s in sources], "fitted_with_tta": fitted_with}
+
+    def record(own_tta: str) -> dict:  # own_tta: the model's saved setting, which the probabilities followed
+        return {**ad.as_dict(), "from": str(src), "data": [str(s) for s in sources],
+                "fitted_with_tta": tta_mode(tta, own_tta)}
+
     if out.suffix == ".onnx":  # as `maskgate export --format onnx`, checked against PyTorch on real face crops
         from .models.onnx_export import export_checked
 
         m = MaskClassifier.load(src)
         m.age_bias += torch.tensor([0.0, *ad.offsets])
-        m.info = {**m.info, "adapted": record}
+        m.info = {**m.info, "adapted": record(m.preprocess.tta)}
         export_checked(m, out)
         return out
+    blob, _ = read_bundle(src)
     bias = np.asarray(blob["age_bias"], np.float32).reshape(-1, 3) * np.ones((2, 1), np.float32)
     blob["age_bias"] = (bias + np.array([0.0, *ad.offsets], np.float32)).tolist()
-    blob["info"] = {**blob.get("info", {}), "adapted": record}
+    blob["info"] = {**blob.get("info", {}), "adapted": record(blob["preprocess"].get("tta", "off"))}
     atomic_torch_save(blob, out)
     return out
 

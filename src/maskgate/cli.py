@@ -213,14 +213,12 @@ def _export(a) -> int:
         model.preprocess.crop = new
         print(f"detection settings now {new.detection()}", file=sys.stderr)
     if a.tta is not None or a.tta_below is not None:  # how predict runs the network, saved the same way
-        from .models.preprocess import check_tta
+        import dataclasses
 
-        pre = model.preprocess
-        tta, below = a.tta or pre.tta, pre.tta_below if a.tta_below is None else a.tta_below
-        check_tta(tta, below)
-        model.info = {**model.info, "tta_changed_at_export": {"tta": tta, "tta_below": below}}
-        pre.tta, pre.tta_below = tta, below
-        print(f"mirror-image setting now tta={tta} (tta_below {below})", file=sys.stderr)
+        pre = model.preprocess = dataclasses.replace(  # Preprocess checks the values
+            model.preprocess, **{k: v for k, v in (("tta", a.tta), ("tta_below", a.tta_below)) if v is not None})
+        model.info = {**model.info, "tta_changed_at_export": {"tta": pre.tta, "tta_below": pre.tta_below}}
+        print(f"mirror-image setting now tta={pre.tta} (tta_below {pre.tta_below})", file=sys.stderr)
     if a.format == "onnx":
         from .models.onnx_export import export_checked
 

@@ -145,9 +145,9 @@ def validate(cfg: dict) -> None:
          "data.duplicate_near must be a whole number of bits in 0..8 (0 = identical photos only)"),
         (float(t["lr"]) > 0, "train.lr must be > 0"),
         (m["head"] in ("multi", "deep", "class18"), "model.head must be multi, deep or class18"),
-        (isinstance(m.get("tta"), bool) or m.get("tta", "off") in ("off", "on", "auto"),  # YAML: off/on -> bool
+        (isinstance(m["tta"], bool) or m["tta"] in ("off", "on", "auto"),  # YAML reads bare off / on as bools
          "model.tta must be off, on or auto"),
-        (0 < float(m.get("tta_below", 0.8)) <= 1, "model.tta_below must be a probability in (0, 1]"),
+        (0 < float(m["tta_below"]) <= 1, "model.tta_below must be a probability in (0, 1]"),
         (m["unfreeze_at"] is None or (isinstance(m["unfreeze_at"], int) and m["unfreeze_at"] >= 1),
          "model.unfreeze_at must be null or an epoch >= 1"),
         (not m["unfreeze_at"] or (not t["cache_features"] and int(m["freeze_blocks"]) > 0),

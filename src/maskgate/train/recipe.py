@@ -99,8 +99,8 @@ def build_preprocess(cfg: dict) -> Preprocess:
     f, m = cfg["face"], cfg["model"]
     crop = CropSettings.from_config(f)
     # YAML reads a bare off / on as false / true: tta_mode takes those too
-    return Preprocess(crop=crop, input_size=int(m["input_size"]), tta=tta_mode(m.get("tta"), "off"),
-                      tta_below=float(m.get("tta_below", 0.8)))
+    return Preprocess(crop=crop, input_size=int(m["input_size"]), tta=tta_mode(m["tta"], "off"),
+                      tta_below=float(m["tta_below"]))
 
 
 def plot_history(history: list[dict], path: Path) -> None:
