@@ -67,3 +67,29 @@ def test_not_an_image_and_empty(tmp_path):
         read_image(e)
     with pytest.raises(ImageError, match="cannot read"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_photo_over_pils_warning_size_is_refused_without_pils_warning(tmp_path):
+    """A 100 MP photo (over PIL's 89 MP warning size, under its error size): our one clear error names the file,
+    and PIL's DecompressionBombWarning is not printed before it (run as a user would, in a fresh process)."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    side = 10_000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(side) for _ in range(side)), 1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                    + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    code = ("import sys\nfrom maskgate.data.images import ImageError, read_image\n"
+            "try:\n    read_image(sys.argv[1])\nexcept ImageError as e:\n    print(e.kind, e)\n")
+    r = subprocess.run([sys.executable, "-W", "default", "-c", code, str(big)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("too_large ") and str(big) in r.stdout and "10000x10000" in r.stdout
+    assert "DecompressionBombWarning" not in r.stderr, r.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # what PIL may decode: read from the content, never the name
 MAX_PIXELS = 64_000_000  # refuse images larger than this (decompression bombs)
 _BACKGROUND = 128  # grey behind transparent pixels
+
+# PIL warns on stderr about photos over Image.MAX_IMAGE_PIXELS (89 MP) as it opens them; our own limit (MAX_PIXELS,
+# checked from the header) is lower, so each of those is refused with an ImageError naming the file, and PIL's
+# warning would only be printed before it, once per photo, from a worker thread.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(ValueError):
