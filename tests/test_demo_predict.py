@@ -170,3 +170,30 @@ def test_annotation_label_fits_a_narrow_photo():
     assert band.size
     white_cols = np.flatnonzero((img[band][..., 2] > 80).any(0))  # the white text on it (orange has no blue)
     assert white_cols.size and white_cols.max() < 150 - 2  # ends before the right edge: nothing cut off
+
+
+def test_a_phone_photo_over_64_megapixels_is_classified_with_boxes_in_its_own_pixels(predictor, astronaut, tmp_path):
+    """A 70 MP JPEG (over the 64 MP limit) is read at half size; its face's box comes back in the file's pixels,
+    twice the box found on a half-size copy of the same photo, and --annotate draws it on the face."""
+    import cv2
+
+    from maskgate.cli import main
+
+    canvas = np.full((6_880, 10_240, 3), 128, np.uint8)
+    canvas[2_000:4_048, 4_000:6_048] = cv2.resize(astronaut, (2_048, 2_048), interpolation=cv2.INTER_CUBIC)
+    big = tmp_path / "phone.jpg"
+    cv2.imwrite(str(big), canvas[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    half = cv2.resize(canvas, (5_120, 3_440), interpolation=cv2.INTER_AREA)
+    del canvas
+    (p, res, err), = predictor.predict_files([big])
+    assert err is None and res[0].face_found
+    want = predictor.predict_image(half, all_faces=False)[0].box * 2
+    assert np.abs(res[0].box - want).max() < 24  # 70 MP coordinates: 24 px is 0.2% of the width
+    assert 4_000 < res[0].box[0] < res[0].box[2] < 6_048 and 2_000 < res[0].box[3] < 4_048
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(big), "--out", str(out), "--annotate", str(tmp_path / "ann")]) == 0
+    ann = cv2.imread(str(tmp_path / "ann" / "phone.jpg"))
+    assert ann.shape[:2] == (3_440, 5_120)  # written at the size it was read
+    x1, y1, x2, y2 = (want / 2).astype(int)  # the box is drawn where the face is in the annotated copy
+    ring = ann[y1 - 1:y1 + 2, x1 + 10:x2 - 10].astype(int)
+    assert np.abs(ring - 128).max() > 60

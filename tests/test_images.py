@@ -93,3 +93,33 @@ def test_photo_over_pils_warning_size_is_refused_without_pils_warning(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("too_large ") and str(big) in r.stdout and "10000x10000" in r.stdout
     assert "DecompressionBombWarning" not in r.stderr, r.stderr
+
+
+def test_a_jpeg_over_the_pixel_limit_is_decoded_smaller_and_a_png_refused():
+    """A phone's 108 MP JPEG is classified, decoded at 1/2, 1/4 or 1/8 of its size; a PNG that large is refused."""
+    arr = np.zeros((400, 640, 3), np.uint8)
+    arr[:, :320] = (220, 40, 40)  # left half red
+    jpg = _bytes(Image.fromarray(arr), "JPEG", quality=95)
+    assert decode_image(jpg, "a.jpg", max_pixels=400 * 640).shape == (400, 640, 3)  # at the limit: as it is
+    half = decode_image(jpg, "a.jpg", max_pixels=400 * 640 - 1)
+    assert half.shape == (200, 320, 3)
+    assert half[:, :150].mean(axis=(0, 1))[0] > 180 and half[:, 170:].mean() < 30  # the picture, not noise
+    assert decode_image(jpg, "a.jpg", max_pixels=200 * 320 - 1).shape == (100, 160, 3)  # the largest cut that fits
+    with pytest.raises(ImageError, match=r"a\.jpg: image too large \(640x400 pixels; limit 999; a JPEG is decoded"):
+        decode_image(jpg, "a.jpg", max_pixels=999)  # 1/8 is 80x50 = 4000 pixels
+    with pytest.raises(ImageError, match=r"a\.png: image too large \(640x400 pixels; limit 1000\)$") as e:
+        decode_image(_bytes(Image.fromarray(arr), "PNG"), "a.png", max_pixels=1000)
+    assert e.value.kind == "too_large"
+
+
+def test_a_real_70_megapixel_jpeg_is_read_at_half_size(tmp_path):
+    """Through read_image with the default limit (64 MP), as predict reads a phone photo; EXIF rotation kept."""
+    img = Image.new("RGB", (10_240, 6_880), (90, 120, 200))  # 70.5 MP
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    p = tmp_path / "phone.jpg"
+    img.save(p, "JPEG", quality=80, exif=exif)
+    del img
+    out = read_image(p)
+    assert out.shape == (5_120, 3_440, 3)  # upright and halved
+    assert abs(int(out[100, 100, 2]) - 200) < 8

@@ -268,3 +268,26 @@ def test_detection_flags_reach_the_service(monkeypatch, capsys):
     assert main(["serve", "--det-retry-below", "2"]) != 0
     assert "face.det_retry_below (--det-retry-below) must be in (0, 1]" in capsys.readouterr().err
     assert not started
+
+
+def test_a_jpeg_over_max_pixels_is_read_smaller_and_answered_in_its_own_pixels(shared_predictor, astronaut):
+    """A photo over --max-pixels that is a JPEG: decoded at 1/2 (or less) instead of refused; the size and the boxes
+    in the answer are the photo's own, where the page draws them (not the smaller array's)."""
+    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # 1.05 MP
+    app = create_app(settings=ServeSettings(max_bytes=3_000_000, max_pixels=600_000),
+                     predictor_factory=lambda: shared_predictor)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        _wait_ready(c)
+        r = c.post("/v1/predict", content=_jpeg(big))
+        assert r.status_code == 200, r.text
+        png = io.BytesIO()
+        Image.fromarray(big).save(png, "PNG")
+        refused = c.post("/v1/predict", content=png.getvalue(), headers={"content-type": "image/png"})
+        _still_up(c)
+    j = r.json()
+    assert j["image"] == {"width": 1024, "height": 1024}
+    assert (refused.status_code, refused.json()["error"]) == (413, "too_large")  # a PNG cannot be read smaller
+    # the same face found on the photo at 512 px (as the JPEG decoder gave it), then scaled by 2
+    want = shared_predictor.predict_image(cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA))[0].box * 2
+    assert j["faces"][0]["subject"] and np.abs(np.array(j["faces"][0]["box"]) - want).max() < 12
+    assert 150 < j["faces"][0]["box"][0] < 600  # the astronaut's face, in 1024 px coordinates

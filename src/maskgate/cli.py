@@ -116,9 +116,9 @@ def _predict(a) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .data.images import read_image
+    from .data.images import read_image_sized
     from .data.layout import gather_inputs, looks_like_eval, read_eval
-    from .predict import Predictor, annotate
+    from .predict import Predictor, annotate, rescale_boxes
 
     out = Path(a.out)
     eval_mode = a.data_dir is not None and looks_like_eval(Path(a.data_dir))
@@ -149,7 +149,8 @@ def _predict(a) -> int:
             rows.append({"path": str(p), "face": i, **r.as_row()})
         if ann_dir:
             import cv2
-            img = annotate(read_image(p), results)
+            img, full = read_image_sized(p)  # boxes are in the photo's own pixels; a big JPEG reads smaller
+            img = annotate(img, rescale_boxes(results, full, img.shape[:2]))
             cv2.imwrite(str(ann_dir / (p.stem + ".jpg")), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     rate = len(paths) / max(time.time() - t1, 1e-9)
     if eval_mode:
@@ -423,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=2, help="predictions run side by side in each process")
     sv.add_argument("--max-queue", type=int, default=32, help="predictions that may wait; beyond: 503 + Retry-After")
     sv.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload (bytes)")
-    sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest photo (width x height)")
+    sv.add_argument("--max-pixels", type=int, default=50_000_000,
+                    help="largest photo decoded (width x height); a JPEG over it is decoded at 1/2, 1/4 or 1/8 "
+                         "of its size")
     sv.add_argument("--timeout", type=float, default=30.0, help="seconds before a prediction answers 503")
     _add_tta_flag(sv)
     _add_detection_flags(sv)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .faces.detect import create_detector
-from .predict import Predictor, annotate
+from .predict import Predictor, annotate, rescale_boxes
 
 
 def sample_photo() -> np.ndarray:
@@ -84,7 +84,7 @@ def contact_sheet(images: list[np.ndarray], height: int = 320) -> np.ndarray:
 
 
 def run_demo(out: Path, model=None) -> None:
-    from .data.images import read_image
+    from .data.images import read_image_sized
 
     inputs = make_inputs(out / "inputs")
     pred = Predictor(model)
@@ -93,7 +93,8 @@ def run_demo(out: Path, model=None) -> None:
     for p, results, err in pred.predict_files(inputs, all_faces=True):
         if err:
             raise RuntimeError(err)
-        img = annotate(read_image(p), results)
+        img, full = read_image_sized(p)
+        img = annotate(img, rescale_boxes(results, full, img.shape[:2]))
         cv2.imwrite(str(out / "annotated" / (p.stem + ".jpg")), img[..., ::-1])
         annotated.append(img)
         for i, r in enumerate(results):

@@ -10,19 +10,19 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .data.images import ImageError, read_image
+from .data.images import ImageError, read_image_sized
 from .faces.crop import CropSettings, FaceCrop, FaceCropper
 from .labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode
 from .models.preprocess import tta_mode
 from .models.runtime import Runtime, default_model_for, default_model_path, expand_members, load_runtime
 
-__all__ = ["FaceResult", "Predictor", "annotate", "default_model_path"]
+__all__ = ["FaceResult", "Predictor", "annotate", "default_model_path", "rescale_boxes"]
 
 
 @dataclass
@@ -184,9 +184,10 @@ class Predictor:
 
         def load(p):
             try:
-                return p, self.faces_of(read_image(p), all_faces), None
+                rgb, full = read_image_sized(p)
+                return p, self.faces_of(rgb, all_faces), None, (rgb.shape[:2], full)
             except ImageError as e:
-                return p, None, str(e)
+                return p, None, str(e), None
 
         window = max(2 * self.batch_size, 16)
         pending: deque = deque()
@@ -202,13 +203,23 @@ class Predictor:
             fill()
             while pending:
                 group = []
-                while pending and sum(len(c or []) for _, c, _ in group) < self.batch_size:
+                while pending and sum(len(c or []) for _, c, _, _ in group) < self.batch_size:
                     group.append(pending.popleft().result())
                     fill()
-                flat = [c for _, crops, _ in group if crops for c in crops]
+                flat = [c for _, crops, _, _ in group if crops for c in crops]
                 results = iter(self.classify_crops(flat))
-                for p, crops, err in group:
-                    yield p, (None if crops is None else [next(results) for _ in crops]), err
+                for p, crops, err, grids in group:  # boxes in the photo's own pixels (a big JPEG was read smaller)
+                    yield p, (None if crops is None else rescale_boxes([next(results) for _ in crops], *grids)), err
+
+
+def rescale_boxes(results: list[FaceResult], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> list[FaceResult]:
+    """The results with their boxes moved from one pixel grid (height, width) to another: from a large JPEG's
+    array, decoded smaller (`data.images.decode_image_sized`), to the photo's own pixels, or back to draw them."""
+    if tuple(from_hw) == tuple(to_hw):
+        return results
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    k = np.array([sx, sy, sx, sy], np.float32)
+    return [replace(r, box=np.asarray(r.box, np.float32) * k) for r in results]
 
 
 def fit_label(text: str, width: int, scale: float, thickness: int) -> tuple[float, tuple[int, int], int]:

@@ -58,10 +58,29 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX...
 
 
-def decode_image(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Bytes of an image file -> HxWx3 uint8 RGB, upright (EXIF applied).
+def _shrink_on_decode(img: Image.Image, source: str | os.PathLike, max_pixels: int) -> None:
+    """A JPEG over `max_pixels` (a 108 MP phone photo) is decoded at 1/2, 1/4 or 1/8 of its size, the largest
+    that fits: the JPEG decoder does that for free, and no face needs the full size. Anything else over the
+    limit is refused (decompression bombs are usually PNG), as is a JPEG over PIL's own refusal size (179 MP)."""
+    w, h = img.size
+    if img.format == "JPEG":
+        s = next((s for s in (2, 4, 8) if -(-w // s) * -(-h // s) <= max_pixels), None)
+        if s is not None:
+            img.draft(None, (w // s, h // s))
+            if img.size[0] * img.size[1] <= max_pixels:
+                return
+    raise ImageError(source, f"image too large ({w}x{h} pixels; limit {max_pixels}"
+                     + ("; a JPEG is decoded at down to 1/8 of its size" if img.format == "JPEG" else "") + ")",
+                     "too_large")
 
-    The size is checked from the header before any pixel is decoded (decompression bombs).
+
+def decode_image_sized(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS
+                       ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Bytes of an image file -> (HxWx3 uint8 RGB, upright (EXIF applied); the photo's own (height, width), upright).
+
+    The size is checked from the header before any pixel is decoded (decompression bombs); a JPEG over
+    `max_pixels` is decoded smaller (`_shrink_on_decode`), so its array is smaller than the photo: boxes found
+    on it are scaled to the photo's own pixels by whoever reports them (`predict.rescale_boxes`).
     """
     if not data:
         raise ImageError(source, "empty file", "empty")
@@ -70,7 +89,7 @@ def decode_image(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(source, f"image too large ({w}x{h} pixels; limit {max_pixels})", "too_large")
+                _shrink_on_decode(img, source, max_pixels)
             if w < 8 or h < 8:
                 raise ImageError(source, f"image too small ({w}x{h} pixels)", "too_small")
             img.load()  # raises on truncated data
@@ -87,16 +106,30 @@ def decode_image(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels:
         elif "cannot identify" in msg:
             msg, kind = f"not an image file (unreadable or not one of {', '.join(FORMATS)})", "not_image"
         raise ImageError(source, msg, kind) from None
-    return np.ascontiguousarray(arr)
+    upright = (h, w) if (arr.shape[0] >= arr.shape[1]) == (h >= w) else (w, h)  # EXIF may have turned it
+    return np.ascontiguousarray(arr), upright
+
+
+def decode_image(data: bytes, source: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes of an image file -> HxWx3 uint8 RGB, upright (EXIF applied); see `decode_image_sized`."""
+    return decode_image_sized(data, source, max_pixels)[0]
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(path, f"cannot read file ({e.strerror or e})", "unreadable") from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a file from disk -> HxWx3 uint8 RGB; ImageError naming the file on any problem."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ImageError(path, f"cannot read file ({e.strerror or e})", "unreadable") from None
-    return decode_image(data, path)
+    return decode_image(_read_bytes(path), path)
+
+
+def read_image_sized(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int]]:
+    """`read_image` and the photo's own (height, width): see `decode_image_sized`."""
+    return decode_image_sized(_read_bytes(path), path)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

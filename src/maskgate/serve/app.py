@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode, marginals
-from ..predict import FaceResult, Predictor
+from ..predict import FaceResult, Predictor, rescale_boxes
 from .metrics import ServiceMetrics
 from .uploads import UploadError, decode_upload
 
@@ -277,9 +277,10 @@ def create_app(model: Any = None, settings: ServeSettings | None = None,
 
         def work():
             t0 = time.perf_counter()
-            rgb = decode_upload(data, name, s.max_pixels)
-            results = pred.predict_image(rgb, all_faces=not subject_only)
-            return rgb.shape, results, time.perf_counter() - t0
+            rgb, full = decode_upload(data, name, s.max_pixels)
+            # boxes and size in the photo's own pixels, where the page draws them (a big JPEG is read smaller)
+            results = rescale_boxes(pred.predict_image(rgb, all_faces=not subject_only), rgb.shape[:2], full)
+            return full, results, time.perf_counter() - t0
 
         state["inflight"] += 1
         metrics.inflight.inc()

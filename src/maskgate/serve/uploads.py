@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.images import ImageError, decode_image
+from ..data.images import ImageError, decode_image_sized
 
 # ImageError.kind -> HTTP status
 STATUS = {"empty": 400, "too_large": 413, "not_image": 415, "too_small": 422, "corrupt": 422, "unreadable": 422}
@@ -21,8 +21,9 @@ class UploadError(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
 
-def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def decode_upload(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The photo's RGB array and its own (height, width) (larger when a big JPEG was decoded smaller)."""
     try:
-        return decode_image(data, name, max_pixels=max_pixels)
+        return decode_image_sized(data, name, max_pixels=max_pixels)
     except ImageError as e:
         raise UploadError(STATUS.get(e.kind, 422), e.kind, str(e)) from None
