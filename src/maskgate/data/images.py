@@ -15,12 +15,12 @@ from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # what PIL may decode: read from the content, never the name
-MAX_PIXELS = 64_000_000  # refuse images larger than this (decompression bombs)
+MAX_PIXELS = 64_000_000  # larger photos: a JPEG is decoded smaller, anything else refused (decompression bombs)
 _BACKGROUND = 128  # grey behind transparent pixels
 
 # PIL warns on stderr about photos over Image.MAX_IMAGE_PIXELS (89 MP) as it opens them; our own limit (MAX_PIXELS,
-# checked from the header) is lower, so each of those is refused with an ImageError naming the file, and PIL's
-# warning would only be printed before it, once per photo, from a worker thread.
+# checked from the header) is lower, so each of those is decoded smaller (a JPEG) or refused with an ImageError
+# naming the file, and PIL's warning would only be printed too, once per photo, from a worker thread.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
