@@ -123,3 +123,29 @@ def test_a_real_70_megapixel_jpeg_is_read_at_half_size(tmp_path):
     out = read_image(p)
     assert out.shape == (5_120, 3_440, 3)  # upright and halved
     assert abs(int(out[100, 100, 2]) - 200) < 8
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_heic_and_avif_are_read(fmt, astronaut):
+    """A phone's HEIC photo (pillow-heif) and AVIF (Pillow's own) decode to the picture, found by content."""
+    data = _bytes(Image.fromarray(astronaut), fmt, quality=90)
+    out = decode_image(data, "photo.bin")  # the name says nothing: the bytes decide
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - astronaut).mean() < 6
+
+
+def test_a_folder_of_heic_photos_is_predicted(tmp_path, astronaut):
+    """`maskgate predict FOLDER` picks up .heic files and classifies them like JPEGs of the same photo."""
+    from maskgate.cli import main
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "IMG_0001.HEIC", "HEIF", quality=90)
+    Image.fromarray(astronaut).save(folder / "IMG_0002.jpg", "JPEG", quality=95)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(folder), "--out", str(out), "--main-face"]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(out)
+    assert sorted(rows["path"].map(lambda p: p.rsplit("/", 1)[-1])) == ["IMG_0001.HEIC", "IMG_0002.jpg"]
+    assert rows["face_found"].all() and rows["class"].nunique() == 1

@@ -291,3 +291,12 @@ def test_a_jpeg_over_max_pixels_is_read_smaller_and_answered_in_its_own_pixels(s
     want = shared_predictor.predict_image(cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA))[0].box * 2
     assert j["faces"][0]["subject"] and np.abs(np.array(j["faces"][0]["box"]) - want).max() < 12
     assert 150 < j["faces"][0]["box"][0] < 600  # the astronaut's face, in 1024 px coordinates
+
+
+def test_a_heic_photo_from_a_phone_is_answered(client, astronaut):
+    heic = io.BytesIO()
+    Image.fromarray(astronaut).save(heic, "HEIF", quality=90)
+    r = client.post("/v1/predict", content=heic.getvalue(), headers={"content-type": "image/heic"})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["image"] == {"width": 512, "height": 512} and j["subject_found"] and j["faces"][0]["mask"]["label"]

@@ -5,6 +5,7 @@ float PNG/TIFF, truncated files and decompression bombs.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -13,8 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")  # what PIL may decode: read from the content, never the name
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif")
+# what PIL may decode: read from the content, never the name. HEIF (a phone's HEIC photos) through pillow-heif's
+# plugin, AVIF through Pillow's own; a format whose plugin is missing is simply not accepted (`_formats`).
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "HEIF", "AVIF")
 MAX_PIXELS = 64_000_000  # larger photos: a JPEG is decoded smaller, anything else refused (decompression bombs)
 _BACKGROUND = 128  # grey behind transparent pixels
 
@@ -36,6 +39,19 @@ class ImageError(ValueError):
         self.problem = problem
         self.kind = kind
         super().__init__(f"{self.source}: {problem}")
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """FORMATS that this install can open: every Pillow plugin registered once, and pillow-heif's where installed."""
+    Image.init()
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except ImportError:  # an install without it reads everything but HEIC
+        pass
+    return tuple(f for f in FORMATS if f in Image.OPEN)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -84,9 +100,9 @@ def decode_image_sized(data: bytes, source: str | os.PathLike = "<bytes>", max_p
     """
     if not data:
         raise ImageError(source, "empty file", "empty")
-    Image.init()  # register every format plugin (once): `formats=` looks them up by name
+    formats = _formats()
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+        with Image.open(io.BytesIO(data), formats=formats) as img:
             w, h = img.size
             if w * h > max_pixels:
                 _shrink_on_decode(img, source, max_pixels)
@@ -104,7 +120,7 @@ def decode_image_sized(data: bytes, source: str | os.PathLike = "<bytes>", max_p
         if "truncated" in msg.lower():
             msg = "truncated image file (" + msg + ")"
         elif "cannot identify" in msg:
-            msg, kind = f"not an image file (unreadable or not one of {', '.join(FORMATS)})", "not_image"
+            msg, kind = f"not an image file (unreadable or not one of {', '.join(formats)})", "not_image"
         raise ImageError(source, msg, kind) from None
     upright = (h, w) if (arr.shape[0] >= arr.shape[1]) == (h >= w) else (w, h)  # EXIF may have turned it
     return np.ascontiguousarray(arr), upright
