@@ -3,6 +3,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -118,3 +119,145 @@ def test_a_face_at_the_right_edge_keeps_its_whole_label():
     assert band.size
     text_cols = np.flatnonzero((img[band].min(-1) > 200).any(0))  # white text on the band
     assert text_cols.size and text_cols.max() < 320 - 2 and text_cols.min() < 270  # moved left, all inside
+
+
+class _DroppingCamera:
+    """A network camera on 127.0.0.1 (MJPEG over HTTP, as many IP cameras send): each connection gets the
+    next part of a video's frames at 25 fps and is then dropped; the second connection is answered only
+    after `pause` seconds; once the parts are used up every connection is refused with 404."""
+
+    def __init__(self, video, parts: int = 2, pause: float = 1.6):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        cap = cv2.VideoCapture(str(video))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.imencode(".jpg", f)[1].tobytes())
+        n = len(frames) // parts
+        chunks = [frames[i * n:(i + 1) * n] for i in range(parts)]
+        served = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                k = len(served)
+                served.append(k)
+                if k >= len(chunks):
+                    self.send_error(404)
+                    return
+                if k:
+                    time.sleep(pause)
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    for jpg in chunks[k]:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(jpg) + jpg + b"\r\n")
+                        time.sleep(0.04)
+                except OSError:
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.served = served
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_stream_that_drops_is_reopened_and_its_people_still_counted(walk_video, tmp_path):
+    """A real stream (OpenCV's FFmpeg reading MJPEG over HTTP) drops after the masked half of the walk and
+    comes back 1.6 s later with the unmasked half: the watcher reopens it, the person seen before and after
+    the gap (longer than --max-gap) is two tracks, one event each; when the camera is gone for good
+    (404), it stops after --reconnect seconds. With --reconnect 0 the first drop ends the watch."""
+    from maskgate.models.runtime import default_model_path
+    from maskgate.predict import Predictor
+    from maskgate.watch.loop import WatchOptions, watch
+
+    pred = Predictor(default_model_path("onnx"), workers=1)
+    cam = _DroppingCamera(walk_video)
+    try:
+        events = tmp_path / "events.csv"
+        s = watch(cam.url, pred, WatchOptions(reconnect_s=1.0, max_seconds=60), None, str(events), progress=False)
+    finally:
+        cam.close()
+    assert s["live"] and s["reconnects"] == 1 and len(cam.served) >= 3  # two parts, then refused until it gave up
+    assert 1.5 <= s["seconds_without_frames"] < 5.0
+    rows = list(csv.DictReader(open(events)))
+    assert [(r["track"], r["mask"]) for r in rows] == [("1", "wear"), ("2", "not_wear")]
+    assert s["people"] == 2 and s["frames_read"] >= 40
+    assert s["wall_seconds"] < 20  # it stopped once the camera was gone for good
+
+    cam = _DroppingCamera(walk_video)
+    try:
+        s = watch(cam.url, pred, WatchOptions(reconnect_s=0, max_seconds=60), None, None, progress=False)
+    finally:
+        cam.close()
+    assert s["reconnects"] == 0 and len(cam.served) == 1 and s["people"] == 1
+
+
+def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(walk_video, tmp_path):
+    """`--post URL`: each event, as in events.csv, arrives as a JSON POST; a receiver that answers 500 or is
+    not there at all does not stop the watch, and the summary says how many events it did not get."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got, status = [], {"code": 200}
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if status["code"] == 200:
+                got.append((self.headers["Content-Type"], json.loads(body)))
+            self.send_response(status["code"])
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/events"
+    model = str(__import__("maskgate.models.runtime", fromlist=["x"]).default_model_path("onnx"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "maskgate", "watch", "--source", str(walk_video), "--all-frames",
+                            "--events", str(tmp_path / "ev.csv"), "--post", url, "--model", model],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout[r.stdout.index("{"):])
+        rows = list(csv.DictReader(open(tmp_path / "ev.csv")))
+        assert [ct for ct, _ in got] == ["application/json"] * 2 and len(rows) == 2
+        for (_, ev), row in zip(got, rows):
+            assert ev["source"] == str(walk_video)
+            assert {k: str(v) for k, v in ev.items() if k != "source"} == row  # the very rows of events.csv
+        assert summary["posted"] == {"url": url, "sent": 2, "not_delivered": 0}
+
+        from maskgate.watch.notify import EventPoster
+
+        status["code"] = 500  # the receiver fails: tried 3 times, then counted
+        p = EventPoster(url, tries=3)
+        p.post({"event": 1})
+        assert p.close() == {"url": url, "sent": 0, "not_delivered": 1}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # nobody listening at all: the watch still ends normally, with the same events on disk
+    r = subprocess.run([sys.executable, "-m", "maskgate", "watch", "--source", str(walk_video), "--all-frames",
+                        "--events", str(tmp_path / "ev2.csv"), "--post", url, "--model", model],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["posted"]["not_delivered"] == 2 and summary["posted"]["sent"] == 0
+    assert len(list(csv.DictReader(open(tmp_path / "ev2.csv")))) == 2 and "not delivered" in r.stderr
+    from maskgate.cli import main
+
+    assert main(["watch", "--source", str(walk_video), "--post", "ftp://x"]) == 2

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -102,73 +101,65 @@ def _noise(a) -> int:
     return 0
 
 
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def _predict(a) -> int:
-    import numpy as np
     from tqdm import tqdm
 
+    from .batch import Journal
     from .data.images import read_image_sized
     from .data.layout import gather_inputs, looks_like_eval, read_eval
     from .predict import Predictor, annotate, rescale_boxes
 
     out = Path(a.out)
     eval_mode = a.data_dir is not None and looks_like_eval(Path(a.data_dir))
+    table = None
     if eval_mode:
         table = read_eval(a.data_dir, verify_images=False)
-        paths = table["path"].tolist()
+        paths = [Path(p) for p in table["path"]]
     else:
         inputs = ([a.data_dir] if a.data_dir else []) + a.inputs
         if not inputs:
             raise FileNotFoundError("nothing to predict: give --data-dir and/or image files or folders")
         paths = gather_inputs(inputs)
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
+    # what decides the answers: a resumed job must be the same job (batch.Journal checks it)
+    job = {"models": [str(Path(m).resolve()) for m in a.model] if a.model else ["the shipped default"],
+           "tta": a.tta, "vote": a.vote, "all_faces": all_faces, "output": "eval" if eval_mode else "rows",
+           **{k: v for k, v in _detection_args(a).items() if v is not None}}
+    journal = Journal.open(out, job, resume=a.resume)  # before the model loads: a refusal is immediate
+    todo = journal.todo(paths)
+    if len(todo) < len(paths):
+        print(f"resuming: {len(paths) - len(todo)} of {len(paths)} image(s) done by the interrupted run "
+              f"({journal.rows_path})", file=sys.stderr)
     t0 = time.time()  # inputs are checked first: a typo fails fast, before the model loads
     pred = Predictor(a.model, device=a.device, batch_size=a.batch_size, workers=a.workers, tta=a.tta, vote=a.vote,
                      **_detection_args(a))
-    print(f"model loaded in {time.time() - t0:.1f}s; {len(paths)} image(s)", file=sys.stderr)
+    print(f"model loaded in {time.time() - t0:.1f}s; {len(todo)} image(s)", file=sys.stderr)
     ann_dir = Path(a.annotate) if a.annotate else None
     if ann_dir:
         ann_dir.mkdir(parents=True, exist_ok=True)
-    rows, errors, t1 = [], [], time.time()
-    for p, results, err in tqdm(pred.predict_files(paths, all_faces=all_faces), total=len(paths),
-                                desc="predict", unit="img", mininterval=2, disable=False):
-        if err:
-            errors.append({"path": str(p), "error": err})
-            print(f"maskgate: skipped {err}", file=sys.stderr)
-            continue
-        for i, r in enumerate(results):
-            rows.append({"path": str(p), "face": i, **r.as_row()})
-        if ann_dir:
-            import cv2
-            img, full = read_image_sized(p)  # boxes are in the photo's own pixels; a big JPEG reads smaller
-            img = annotate(img, rescale_boxes(results, full, img.shape[:2]))
-            cv2.imwrite(str(ann_dir / (p.stem + ".jpg")), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-    rate = len(paths) / max(time.time() - t1, 1e-9)
-    if eval_mode:
-        ans = {r["path"]: r["class"] for r in rows if r["face"] == 0}
-        fill = int(np.bincount(list(ans.values()) or [0]).argmax())
-        table["ans"] = [ans.get(p, fill) for p in table["path"]]
-        _write_csv(out, table[["ImageID", "ans"]].to_dict("records"), ["ImageID", "ans"])
-        if errors:
-            print(f"maskgate: {len(errors)} unreadable image(s) got the most frequent class {fill}; "
-                  f"listed in {out.with_suffix('.errors.csv')}", file=sys.stderr)
-    else:
-        _write_csv(out, rows, ["path", "face", "class", "mask", "gender", "age", "confidence", "face_found",
-                               "det_score", "box"])
-    if errors:
-        _write_csv(out.with_suffix(".errors.csv"), errors, ["path", "error"])
-    print(f"wrote {out} ({len(paths) - len(errors)} image(s), {len(errors)} error(s), {rate:.1f} img/s)",
-          file=sys.stderr)
-    return 1 if errors and len(errors) == len(paths) else 0
+    t1 = time.time()
+    try:
+        for p, results, err in tqdm(journal.record(pred.predict_files(todo, all_faces=all_faces)), total=len(todo),
+                                    desc="predict", unit="img", mininterval=2, disable=False):
+            if err:
+                print(f"maskgate: skipped {err}", file=sys.stderr)
+                continue
+            if ann_dir:
+                import cv2
+                img, full = read_image_sized(p)  # boxes are in the photo's own pixels; a big JPEG reads smaller
+                img = annotate(img, rescale_boxes(results, full, img.shape[:2]))
+                cv2.imwrite(str(ann_dir / (p.stem + ".jpg")), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    except KeyboardInterrupt:
+        print(f"maskgate: interrupted; {len(journal.done)} of {len(paths)} image(s) done are kept in "
+              f"{journal.rows_path}: the same command with --resume goes on from them", file=sys.stderr)
+        raise
+    rate = len(todo) / max(time.time() - t1, 1e-9)
+    n_ok, n_err = journal.finish(paths, table)
+    if n_err:
+        print(f"maskgate: {n_err} unreadable image(s)" + (" got the most frequent class" if eval_mode else "") +
+              f"; listed in {out.with_suffix('.errors.csv')}", file=sys.stderr)
+    print(f"wrote {out} ({n_ok} image(s), {n_err} error(s), {rate:.1f} img/s)", file=sys.stderr)
+    return 1 if n_err and n_err == len(paths) else 0
 
 
 def _evaluate(a) -> int:
@@ -261,11 +252,11 @@ def _watch(a) -> int:
     from .watch.loop import WatchOptions, watch
 
     opt = WatchOptions(realtime=not a.all_frames, settle=a.settle, min_frames=a.min_frames, max_gap_s=a.max_gap,
-                       max_seconds=a.max_seconds)
-    if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0:
-        raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0")
+                       max_seconds=a.max_seconds, reconnect_s=a.reconnect)
+    if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0 or a.reconnect < 0:
+        raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0, --reconnect >= 0")
     pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
-    summary = watch(a.source, pred, opt, a.out, a.events)
+    summary = watch(a.source, pred, opt, a.out, a.events, post=a.post)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -371,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0, help="0 = 8 on CPU, 64 on GPU")
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
+    pr.add_argument("--resume", action="store_true",
+                    help="go on from the photos an interrupted run of the same command finished (its <out>.partial.csv)")
     pr.set_defaults(fn=_predict)
 
     e = sub.add_parser("evaluate", help="score a submission csv against the answers (18-class macro F1)")
@@ -444,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--min-frames", type=int, default=2, help="fewer classified frames make no event")
     wa.add_argument("--max-gap", type=float, default=1.0, help="seconds unseen before a person has left")
     wa.add_argument("--max-seconds", type=float, help="stop a camera or stream after this long")
+    wa.add_argument("--post", metavar="URL",
+                    help="also POST each event as JSON to this URL as it closes (a door controller, an alarm, a log)")
+    wa.add_argument("--reconnect", type=float, default=30.0, metavar="S",
+                    help="a camera or stream that stops sending: keep reopening it for this long (0: stop at once)")
     _add_tta_flag(wa)
     _add_detection_flags(wa)
     wa.set_defaults(fn=_watch)

@@ -10,10 +10,16 @@ pulls the mask down in view is two (same track).
 Keeping real time: a camera or stream is read by its own thread that keeps only the newest frame; a
 file is read at its own pace, and a frame is classified only when the clock has not passed it
 (`realtime`, the default), else skipped. Every skip is counted in the summary.
+
+A camera or stream that stops sending (a network camera's connection drops, a USB camera is unplugged
+and plugged back) is reopened, with growing pauses, for up to `reconnect_s` seconds; its tracks end as any
+track does that is not seen for `max_gap_s`, and the summary counts the reconnections and the time without
+frames. Only a source that never opened is an error at once.
 """
 from __future__ import annotations
 
 import csv
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +32,7 @@ import numpy as np
 
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, marginals
 from ..predict import Predictor, fit_label
+from .notify import EventPoster
 from .tracker import IoUTracker, Track
 
 MASK_ORDER = ["wear", "incorrect", "not_wear"]  # worst last
@@ -42,6 +49,7 @@ class WatchOptions:
     max_gap_s: float = 1.0  # a track unseen this long has left
     iou_min: float = 0.3
     max_seconds: float | None = None  # stop a camera or stream after this long
+    reconnect_s: float = 30.0  # a camera or stream that stops sending: how long to keep reopening it (0: end)
 
 
 @dataclass
@@ -191,10 +199,38 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
     live = source.isdigit() or "://" in source
     if not live and not Path(source).is_file():
         raise FileNotFoundError(f"{source}: no such video file (or give a camera index or an rtsp:// URL)")
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    cap = _capture(source)
     if not cap.isOpened():
         raise ValueError(f"{source}: cannot open as a video source")
     return cap, live
+
+
+STREAM_TIMEOUT_MS = 5000  # a stream URL that sends nothing for this long counts as stopped
+
+
+def _capture(source: str) -> cv2.VideoCapture:
+    if source.isdigit():
+        return cv2.VideoCapture(int(source))
+    if "://" in source:  # without a timeout FFmpeg can wait for a dead connection for minutes
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+    return cv2.VideoCapture(source)
+
+
+def _reopen(source: str, seconds: float, stop: Callable[[], bool]) -> cv2.VideoCapture | None:
+    """Reopen a live source that stopped, trying again after 0.25, 0.5, 1, 2, 4, 4... s, for up to `seconds`."""
+    deadline, pause = time.perf_counter() + seconds, 0.25
+    while not stop():
+        cap = _capture(source)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 4.0)
+    return None
 
 
 def _file_frames(cap: cv2.VideoCapture, fps: float, realtime: bool, need_all: bool, counts: dict
@@ -214,27 +250,45 @@ def _file_frames(cap: cv2.VideoCapture, fps: float, realtime: bool, need_all: bo
         i += 1
 
 
-def _live_frames(cap: cv2.VideoCapture, max_seconds: float | None, counts: dict
-                 ) -> Iterator[tuple[float, np.ndarray, bool]]:
-    """The newest frame of a camera or stream each time the loop is ready; older ones are skipped."""
+def _live_frames(cap: cv2.VideoCapture, source: str, opt: WatchOptions, counts: dict,
+                 log: Callable[[str], None]) -> Iterator[tuple[float, np.ndarray, bool]]:
+    """The newest frame of a camera or stream each time the loop is ready; older ones are skipped. A source
+    that stops sending is reopened for up to `opt.reconnect_s` seconds (`_reopen`) before the frames end."""
     latest: dict = {"frame": None, "n": 0, "done": False}
     lock = threading.Lock()
     start = time.perf_counter()
 
     def reader():
-        while not latest["done"]:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            with lock:
-                latest["frame"], latest["n"] = frame, latest["n"] + 1
-        latest["done"] = True
+        c = cap
+        try:
+            while not latest["done"]:
+                ok, frame = c.read()
+                if ok:
+                    with lock:
+                        latest["frame"], latest["n"] = frame, latest["n"] + 1
+                    continue
+                c.release()
+                if opt.reconnect_s <= 0:
+                    break
+                lost = time.perf_counter()
+                log(f"{source}: no frames at {lost - start:.1f} s; reopening it (for up to {opt.reconnect_s:g} s)")
+                c = _reopen(source, opt.reconnect_s, lambda: latest["done"])
+                if c is None:
+                    log(f"{source}: could not reopen it in {opt.reconnect_s:g} s; stopping")
+                    break
+                counts["reconnects"] += 1
+                counts["seconds_without_frames"] += time.perf_counter() - lost
+                log(f"{source}: reopened after {time.perf_counter() - lost:.1f} s")
+        finally:  # whatever happens here, the loop learns that no more frames come
+            if c is not None:
+                c.release()
+            latest["done"] = True
 
     threading.Thread(target=reader, daemon=True, name="maskgate-camera").start()
     taken = 0
     try:
         while not (latest["done"] and latest["n"] == taken):
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            if opt.max_seconds is not None and time.perf_counter() - start > opt.max_seconds:
                 break
             with lock:
                 frame, n = latest["frame"], latest["n"]
@@ -249,10 +303,18 @@ def _live_frames(cap: cv2.VideoCapture, max_seconds: float | None, counts: dict
 
 
 def watch(source: str, predictor: Predictor, options: WatchOptions | None = None, out: str | None = None,
-          events_csv: str | None = None, progress: bool = True) -> dict:
-    """Run the watcher over `source`; write the annotated video and the events; return the summary."""
+          events_csv: str | None = None, progress: bool = True, post: str | None = None) -> dict:
+    """Run the watcher over `source`; write the annotated video and the events (`post`: also POST each event
+    as JSON to this URL, `notify.EventPoster`); return the summary."""
     opt = options or WatchOptions()
-    cap, live = open_source(source)
+    poster = EventPoster(post, log=lambda m: print(f"maskgate watch: {m}", file=sys.stderr, flush=True)) \
+        if post else None
+    try:
+        cap, live = open_source(source)
+    except Exception:
+        if poster is not None:
+            poster.close(0)
+        raise
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 1.0 <= fps <= 240.0 else 25.0
     snap_dir = None
@@ -274,17 +336,23 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         if writer_csv is not None:
             writer_csv.writerow(asdict(ev))
             f.flush()  # an event is on disk as soon as it closes (a killed watcher loses nothing closed)
+        if poster is not None:
+            poster.post({"source": source, **asdict(ev)})
         if progress:
             print(f"event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) {ev.gender} {ev.age_band} "
                   f"{ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
 
     w = Watcher(predictor, opt, on_event)
-    counts = {"read": 0, "classified": 0}
+    counts = {"read": 0, "classified": 0, "reconnects": 0, "seconds_without_frames": 0.0}
     video = None
     shown: list = []
     t_wall = time.perf_counter()
     busy = 0.0
-    frames = _live_frames(cap, opt.max_seconds, counts) if live else _file_frames(
+    def log(msg: str) -> None:
+        if progress:
+            print(f"maskgate watch: {msg}", file=sys.stderr, flush=True)
+
+    frames = _live_frames(cap, source, opt, counts, log) if live else _file_frames(
         cap, fps, opt.realtime, out is not None, counts)
     try:
         for t, frame, classify in frames:
@@ -306,11 +374,13 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         pass
     finally:
         w.finish()
-        cap.release()
+        if not live:  # a live source is released by its reader thread, which may be inside a read
+            cap.release()
         if video is not None:
             video.release()
         if f is not None:
             f.close()
+        posted = poster.close() if poster is not None else None
     wall = time.perf_counter() - t_wall
     video_s = counts["read"] / fps if not live else wall
     people: dict[str, int] = {k: 0 for k in MASK_ORDER}
@@ -326,5 +396,8 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
             "classified_per_second": round(counts["classified"] / max(busy, 1e-9), 2),
             # a file: was the whole video handled within its own duration (live sources drop frames instead)
             "kept_real_time": None if live else bool(wall <= video_s * 1.05 + 0.5),
+            # a live source that stopped sending and was reopened (`reconnect_s`)
+            "reconnects": counts["reconnects"], "seconds_without_frames": round(counts["seconds_without_frames"], 2),
             "events": len(w.events), "people": len(worst), "people_by_worst_state": people,
-            "events_by_state": {k: sum(e.mask == k for e in w.events) for k in MASK_ORDER}}
+            "events_by_state": {k: sum(e.mask == k for e in w.events) for k in MASK_ORDER},
+            **({"posted": posted} if posted is not None else {})}

@@ -1,0 +1,134 @@
+"""A prediction job that is killed loses nothing: `maskgate predict --resume` (maskgate.batch)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_eval_layout
+from maskgate.cli import main
+from maskgate.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut):
+    """24 different photos of one face (shifted, scaled, flipped, tinted) and one broken file."""
+    d = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        s = int(rng.integers(300, 460))
+        x, y = (int(v) for v in rng.integers(0, 512 - s, 2))
+        im = cv2.resize(np.ascontiguousarray(astronaut[y:y + s, x:x + s]), (224, 224))
+        im = im[:, ::-1] if i % 2 else im
+        im = np.clip(im * rng.uniform(0.7, 1.2, 3), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(d / f"p{i:02d}.jpg"), np.ascontiguousarray(im[..., ::-1]))
+    (d / "p07b.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
+    return d
+
+
+def _interrupt_after(monkeypatch, k: int) -> list[int]:
+    """Predictor.predict_files stops with Ctrl-C when asked for photo k+1; returns a list that counts photos."""
+    real, seen = Predictor.predict_files, []
+
+    def files(self, paths, all_faces=False):
+        for n, item in enumerate(real(self, paths, all_faces)):
+            if n == k:
+                raise KeyboardInterrupt
+            seen.append(1)
+            yield item
+    monkeypatch.setattr(Predictor, "predict_files", files)
+    return seen
+
+
+def _counting(monkeypatch) -> list[int]:
+    return _interrupt_after(monkeypatch, 10**9)
+
+
+def test_an_interrupted_folder_job_resumes_to_the_same_output(photos, tmp_path, monkeypatch, capsys):
+    ref, out = tmp_path / "ref.csv", tmp_path / "out.csv"
+    assert main(["predict", str(photos), "--out", str(ref)]) == 0
+    assert not (tmp_path / "ref.partial.csv").exists()  # a finished job leaves no journal
+
+    _interrupt_after(monkeypatch, 10)
+    assert main(["predict", str(photos), "--out", str(out)]) == 130
+    assert "--resume" in capsys.readouterr().err
+    journal = tmp_path / "out.partial.csv"
+    assert not out.exists() and len(pd.read_csv(journal)["path"].unique()) == 10  # written as they came
+    monkeypatch.undo()
+
+    # the same command without --resume would throw that work away: refused, the journal kept
+    assert main(["predict", str(photos), "--out", str(out)]) == 2
+    assert str(journal) in capsys.readouterr().err and journal.exists()
+    # another job (the mirror image too) cannot finish this one
+    assert main(["predict", str(photos), "--out", str(out), "--resume", "--tta", "on"]) == 2
+    assert "tta" in capsys.readouterr().err and journal.exists()
+
+    with open(journal, "a") as f:  # a kill in the middle of a write: half a row
+        f.write(f"{photos / 'p10.jpg'},0,4,wear,fe")
+    seen = _counting(monkeypatch)
+    assert main(["predict", str(photos), "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    # the last whole photo in the journal is done again too (it may have been cut off); the rest is kept
+    assert "resuming: 9 of 25 image(s)" in err and len(seen) == 25 - 9
+    assert out.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "out.errors.csv").read_text() == (tmp_path / "ref.errors.csv").read_text()
+    assert "p07b.jpg" in (tmp_path / "out.errors.csv").read_text()
+    assert not journal.exists() and not (tmp_path / "out.partial.json").exists()
+
+
+def test_an_interrupted_eval_layout_job_resumes_to_the_same_submission(astronaut, astronaut_face, tmp_path,
+                                                                        monkeypatch):
+    ev = make_eval_layout(tmp_path, astronaut, astronaut_face, 2)  # 14 photos
+    ref, out = tmp_path / "ref.csv", tmp_path / "sub.csv"
+    assert main(["predict", "--data-dir", str(ev), "--out", str(ref)]) == 0
+    _interrupt_after(monkeypatch, 5)
+    assert main(["predict", "--data-dir", str(ev), "--out", str(out)]) == 130
+    monkeypatch.undo()
+    seen = _counting(monkeypatch)
+    assert main(["predict", "--data-dir", str(ev), "--out", str(out), "--resume"]) == 0
+    assert len(seen) == 14 - 4
+    sub = pd.read_csv(out)
+    assert list(sub.columns) == ["ImageID", "ans"] and len(sub) == 14
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_a_killed_process_resumes(photos, tmp_path):
+    """SIGKILL, not a polite Ctrl-C: whatever the journal held when the process died is kept."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(8):  # 192 photos, one by one: long enough to kill in the middle
+        for p in sorted(photos.glob("p??.jpg")):
+            os.symlink(p, many / f"{k}_{p.name}")
+    out = tmp_path / "out.csv"
+    journal = tmp_path / "out.partial.csv"
+    cmd = [sys.executable, "-m", "maskgate", "predict", str(many), "--out", str(out), "--batch-size", "1",
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") > 20:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and journal.exists()
+    kept = len(pd.read_csv(journal)["path"].unique())
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming: {kept - 1} of 192 image(s)" in r.stderr
+    got = pd.read_csv(out)
+    got = got[got["face"] == 0]
+    assert got["path"].tolist() == [str(p) for p in sorted(many.iterdir())]  # every photo once, in order
+    # the same answers as one uninterrupted pass
+    ref = {str(p): res[0].cls for p, res, _ in Predictor().predict_files(sorted(many.iterdir()))}
+    assert dict(zip(got["path"], got["class"])) == ref
+    assert not journal.exists()
