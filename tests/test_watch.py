@@ -235,11 +235,18 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
         assert r.returncode == 0, r.stderr
         summary = json.loads(r.stdout[r.stdout.index("{"):])
         rows = list(csv.DictReader(open(tmp_path / "ev.csv")))
-        assert [ct for ct, _ in got] == ["application/json"] * 2 and len(rows) == 2
-        for (_, ev), row in zip(got, rows):
+        assert [ct for ct, _ in got] == ["application/json"] * 4 and len(rows) == 2
+        # each state is announced as soon as it holds (an alarm while the person is still there), then closed
+        assert [(b["kind"], b["mask"]) for _, b in got] == [("started", "wear"), ("closed", "wear"),
+                                                           ("started", "not_wear"), ("closed", "not_wear")]
+        started, closed = [b for _, b in got if b["kind"] == "started"], [b for _, b in got if b["kind"] == "closed"]
+        for ev, row in zip(closed, rows):
             assert ev["source"] == str(walk_video)
-            assert {k: str(v) for k, v in ev.items() if k != "source"} == row  # the very rows of events.csv
-        assert summary["posted"] == {"url": url, "sent": 2, "not_delivered": 0}
+            assert {k: str(v) for k, v in ev.items() if k not in ("source", "kind")} == row  # events.csv's rows
+        for s, c in zip(started, closed):
+            assert (s["track"], s["start_s"]) == (c["track"], c["start_s"]) and s["end_s"] < c["end_s"]
+        assert started[1]["end_s"] < 2.0 < closed[1]["end_s"]  # the unmasked face announced long before it left
+        assert summary["posted"] == {"url": url, "sent": 4, "not_delivered": 0}
 
         from maskgate.watch.notify import EventPoster
 
@@ -256,7 +263,7 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout[r.stdout.index("{"):])
-    assert summary["posted"]["not_delivered"] == 2 and summary["posted"]["sent"] == 0
+    assert summary["posted"]["not_delivered"] == 4 and summary["posted"]["sent"] == 0
     assert len(list(csv.DictReader(open(tmp_path / "ev2.csv")))) == 2 and "not delivered" in r.stderr
     from maskgate.cli import main
 

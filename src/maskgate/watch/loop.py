@@ -76,6 +76,7 @@ class _Segment:
     probs: list = field(default_factory=list)  # (mask 3, gender 2, age 3) per frame
     end: float = 0.0
     best: tuple[float, np.ndarray | None] = (-1.0, None)
+    announced: bool = False  # on_start has been called for it
 
     def add(self, t: float, obs: tuple, crop_fn: Callable[[], np.ndarray], score: float) -> None:
         self.probs.append(obs)
@@ -86,17 +87,28 @@ class _Segment:
 
 
 class Watcher:
-    """Runs the loop over one source; `on_event` is called as each event closes (alerts, a queue...)."""
+    """Runs the loop over one source; `on_event` is called as each event closes, `on_start` as soon as a
+    segment has `min_frames` frames (someone at the door without a mask: an alarm now, not after they left;
+    its Event has number 0 and the times and means so far)."""
 
     def __init__(self, predictor: Predictor, options: WatchOptions | None = None,
-                 on_event: Callable[[Event, np.ndarray | None], None] | None = None):
-        self.pred, self.opt, self.on_event = predictor, options or WatchOptions(), on_event
+                 on_event: Callable[[Event, np.ndarray | None], None] | None = None,
+                 on_start: Callable[[Event], None] | None = None):
+        self.pred, self.opt, self.on_event, self.on_start = predictor, options or WatchOptions(), on_event, on_start
         self.tracker = IoUTracker(self.opt.iou_min, self.opt.max_gap_s)
         self.events: list[Event] = []
         self._t0_wall = time.time()
 
     # --- per-track state segments ----------------------------------------------------------------
     def _observe(self, tr: Track, t: float, probs: np.ndarray, rgb: np.ndarray, box: np.ndarray, det: float):
+        self._add(tr, t, probs, rgb, box, det)
+        seg = tr.data["seg"]
+        if not seg.announced and len(seg.probs) >= self.opt.min_frames:
+            seg.announced = True
+            if self.on_start:
+                self.on_start(self._describe(tr, seg, 0))
+
+    def _add(self, tr: Track, t: float, probs: np.ndarray, rgb: np.ndarray, box: np.ndarray, det: float):
         pm, pg, pa = marginals(probs)
         label = MASK_NAMES[Mask(int(pm.argmax()))]
         obs = (pm, pg, pa)
@@ -134,18 +146,21 @@ class Watcher:
             d["seg"] = new
             pending.clear()
 
-    def _close(self, tr: Track, seg: _Segment) -> None:
-        if len(seg.probs) < self.opt.min_frames:
-            return
+    def _describe(self, tr: Track, seg: _Segment, number: int) -> Event:
         pm = np.mean([o[0] for o in seg.probs], 0)
         pg = np.mean([o[1] for o in seg.probs], 0)
         pa = np.mean([o[2] for o in seg.probs], 0)
         m = MASK_ORDER.index(seg.label)
         g, a = int(pg.argmax()), int(pa.argmax())
-        ev = Event(len(self.events) + 1, tr.id, round(seg.start, 3), round(seg.end, 3),
-                   datetime.fromtimestamp(self._t0_wall + seg.start, timezone.utc).isoformat(timespec="seconds"),
-                   len(seg.probs), seg.label, round(float(pm[m]), 4), GENDER_NAMES[Gender(g)],
-                   round(float(pg[g]), 4), AGE_NAMES[AgeBand(a)], round(float(pa[a]), 4))
+        return Event(number, tr.id, round(seg.start, 3), round(seg.end, 3),
+                     datetime.fromtimestamp(self._t0_wall + seg.start, timezone.utc).isoformat(timespec="seconds"),
+                     len(seg.probs), seg.label, round(float(pm[m]), 4), GENDER_NAMES[Gender(g)],
+                     round(float(pg[g]), 4), AGE_NAMES[AgeBand(a)], round(float(pa[a]), 4))
+
+    def _close(self, tr: Track, seg: _Segment) -> None:
+        if len(seg.probs) < self.opt.min_frames:
+            return
+        ev = self._describe(tr, seg, len(self.events) + 1)
         self.events.append(ev)
         if self.on_event:
             self.on_event(ev, seg.best[1])
@@ -337,12 +352,18 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
             writer_csv.writerow(asdict(ev))
             f.flush()  # an event is on disk as soon as it closes (a killed watcher loses nothing closed)
         if poster is not None:
-            poster.post({"source": source, **asdict(ev)})
+            poster.post({"kind": "closed", "source": source, **asdict(ev)})
         if progress:
             print(f"event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) {ev.gender} {ev.age_band} "
                   f"{ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
 
-    w = Watcher(predictor, opt, on_event)
+    def on_start(ev: Event) -> None:
+        if poster is not None:
+            poster.post({"kind": "started", "source": source, **asdict(ev)})
+        if progress and ev.mask != "wear":
+            print(f"track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at {ev.start_s:.1f} s", flush=True)
+
+    w = Watcher(predictor, opt, on_event, on_start)
     counts = {"read": 0, "classified": 0, "reconnects": 0, "seconds_without_frames": 0.0}
     video = None
     shown: list = []
