@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.maskgate-installed
 PYTHON ?= python3
 
-.PHONY: setup slim demo test bench clean
+.PHONY: setup slim demo test clean
 
 setup: $(STAMP)
 
