@@ -132,3 +132,11 @@ def test_a_killed_process_resumes(photos, tmp_path):
     ref = {str(p): res[0].cls for p, res, _ in Predictor().predict_files(sorted(many.iterdir()))}
     assert dict(zip(got["path"], got["class"])) == ref
     assert not journal.exists()
+
+
+def test_an_output_that_cannot_be_written_is_said_before_the_work(photos, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    seen = _counting(monkeypatch)
+    assert main(["predict", str(photos), "--out", str(blocker / "out.csv")]) == 2
+    assert "cannot write the job's journal" in capsys.readouterr().err and seen == []

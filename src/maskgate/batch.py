@@ -61,6 +61,14 @@ class Journal:
         if rows_path.exists() and not resume:
             raise JournalError(f"{rows_path}: an interrupted run of this prediction left its work here; run the "
                                f"same command with --resume to go on from it, or delete it to start over")
+        try:
+            j._start(resume)
+        except OSError as e:  # a folder that cannot be written: said now, not after the whole job
+            raise JournalError(f"{rows_path}: cannot write the job's journal here ({e.strerror or e})") from e
+        return j
+
+    def _start(self, resume: bool) -> None:
+        rows_path, job_path, job, out = self.rows_path, self.job_path, self.job, self.out
         out.parent.mkdir(parents=True, exist_ok=True)
         if resume and rows_path.exists():
             try:
@@ -73,12 +81,11 @@ class Journal:
                 said = "; ".join(f"{k}: {old.get(k)!r} then, {job.get(k)!r} now" for k in diff)
                 raise JournalError(f"{rows_path}: was written by another job ({said}); run it as it was, or "
                                    f"delete {rows_path} to start over")
-            j.done = _read_rows(rows_path)
+            self.done = _read_rows(rows_path)
         else:
             job_path.write_text(json.dumps(job, indent=1))
         # the header and what was read back (whole photos only), so new rows follow a full line
-        write_csv(rows_path, [r for rows in j.done.values() for r in rows], JOURNAL_FIELDS)
-        return j
+        write_csv(rows_path, [r for rows in self.done.values() for r in rows], JOURNAL_FIELDS)
 
     def todo(self, paths: Iterable[Path]) -> list[Path]:
         """The photos still to classify, in their order."""
