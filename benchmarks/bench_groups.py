@@ -11,7 +11,8 @@ gender x age band, one unmasked photo each.
   masked     the same people written by `maskgate synth --layout eval --per-person 3` into DIR/fw_masked
              (one mask worn, one worn wrongly, one none per person; seeded, made once and reused)
 Per model and condition: macro F1, mask / gender / age-band accuracy overall and by race, gender, age
-band (and drawn state), with the worst group and the gap, as tables (printed as markdown) and plots
+band (and drawn state), and crossed (gender x age band, race x gender, race x gender x age band), with the
+worst group and the gap, as tables (printed as markdown) and plots
 (DIR/<model>/<condition>/groups_*.png); all numbers in DIR/results.json.
 Targets (issue 9): gender >= 0.94 overall and >= 0.92 in every race group, age band >= 0.72.
 """
@@ -38,6 +39,11 @@ def predict_classes(pred: Predictor, paths: list[str]) -> np.ndarray:
             raise RuntimeError(err)
         out.append(res[0].cls)
     return np.array(out)
+
+
+# intersections: where "older women called male" shows, behind good marginals (issue 9)
+CROSSED = ["gender+age_band", "race+gender", "race+gender+age_band"]
+MIN_N = 30  # a crossed group smaller than this is listed but not named the worst
 
 
 def condition(pred: Predictor, truth: pd.DataFrame, truth_csv: Path, paths: list[str], groups: list[str],
@@ -76,6 +82,21 @@ def markdown(results: dict) -> str:
             for row in r["groups"]["race"]["table"]:
                 lines.append(f"| {row['group']} | {row['n']} | {row['macro_f1']:.3f} | {row['mask_acc']:.3f} | "
                              f"{row['gender_acc']:.3f} | {row['age_acc']:.3f} |")
+        for c, r in conds.items():
+            if "gender+age_band" not in r.get("groups", {}):
+                continue
+            lines.append(f"\n{c}, gender and age-band accuracy by gender x age band (and the worst race in each, "
+                         f"of those with at least {MIN_N} images):\n")
+            lines.append("| gender / age band | n | gender acc | age acc | worst race: gender | worst race: age |")
+            lines.append("|---|---|---|---|---|---|")
+            three = r["groups"].get("race+gender+age_band", {}).get("table", [])
+            for row in r["groups"]["gender+age_band"]["table"]:
+                sub = [x for x in three if x["group"].split("/", 1)[1] == row["group"] and x["n"] >= MIN_N]
+                wg = min(sub, key=lambda x: x["gender_acc"]) if sub else None
+                wa = min(sub, key=lambda x: x["age_acc"]) if sub else None
+                lines.append(f"| {row['group']} | {row['n']} | {row['gender_acc']:.3f} | {row['age_acc']:.3f} | " +
+                             (f"{wg['group'].split('/')[0]} {wg['gender_acc']:.3f} (n={wg['n']}) | "
+                              f"{wa['group'].split('/')[0]} {wa['age_acc']:.3f} (n={wa['n']}) |" if sub else " | |"))
     return "\n".join(lines)
 
 
@@ -108,15 +129,17 @@ def main() -> None:
         pred = Predictor(m, tta=a.tta)
         name = (Path(m).stem if Path(m).is_file() else Path(m).name) + (f"_tta{a.tta}" if a.tta else "")
         r = {"faces-world unmasked": condition(pred, plain, labels, list(plain.index),
-                                               ["race", "gender", "age_band"], out / name / "unmasked"),
+                                               ["race", "gender", "age_band"] + CROSSED, out / name / "unmasked"),
              "faces-world masked": condition(pred, mtruth, masked / "answers.csv",
                                              [str(masked / "images" / i) for i in mtruth.index],
-                                             ["race", "gender", "age_band", "state"], out / name / "masked")}
+                                             ["race", "gender", "age_band", "state"] + CROSSED,
+                                             out / name / "masked")}
         if a.maskproxy:
             mp = Path(a.maskproxy)
             t = read_table(mp / "answers.csv", "truth")
             r["maskproxy eval"] = condition(pred, t, mp / "answers.csv",
-                                            [str(mp / "images" / i) for i in t.index], ["age_band", "gender"],
+                                            [str(mp / "images" / i) for i in t.index],
+                                            ["age_band", "gender", "gender+age_band"],
                                             out / name / "maskproxy")
         key = m + (f" --tta {a.tta}" if a.tta else "")
         results[key] = r

@@ -75,3 +75,43 @@ def test_plain_prediction_csv_joined_to_labels_csv(tmp_path):
     race = {row["group"]: row for row in res["groups"]["race"]["table"]}
     assert race["white"]["accuracy"] == 1.0 and race["black"]["age_acc"] == 0.5
     assert "gap 0.500" in r.stderr  # the plain-text table names the gap
+
+
+def test_crossed_groups_and_a_minimum_size_for_the_gaps(tmp_path):
+    """`race+gender`: one group per combination, scored on its own images; the gaps can leave out tiny groups."""
+    ids = [f"{i}.jpg" for i in range(7)]
+    # x/male: 0, 0 (both right); x/female: 3 (called 0: gender wrong); y/male: 1, 2, 2 (one age band wrong);
+    # y/female: 16 (right)
+    truth = pd.DataFrame({"ImageID": ids, "ans": [0, 0, 3, 1, 2, 2, 16], "race": list("xxxyyyy")})
+    truth.to_csv(tmp_path / "answers.csv", index=False)
+    pd.DataFrame({"ImageID": ids, "ans": [0, 0, 0, 1, 2, 1, 16]}).to_csv(tmp_path / "pred.csv", index=False)
+    res = evaluate_files(tmp_path / "pred.csv", tmp_path / "answers.csv", tmp_path / "rep",
+                         ["race+gender", "race+gender+age_band"])
+    rep = res["groups"]["race+gender"]
+    t = {r["group"]: r for r in rep["table"]}
+    assert {g: r["n"] for g, r in t.items()} == {"x/male": 2, "x/female": 1, "y/male": 3, "y/female": 1}
+    assert t["x/female"]["gender_acc"] == 0.0 and t["x/male"]["accuracy"] == 1.0
+    assert t["y/male"]["age_acc"] == pytest.approx(2 / 3) and t["y/female"]["accuracy"] == 1.0
+    assert rep["gap"]["accuracy"]["worst"] == "x/female" and rep["gap"]["accuracy"]["gap"] == 1.0
+    three = {r["group"]: r["n"] for r in res["groups"]["race+gender+age_band"]["table"]}
+    assert three == {"x/male/<30": 2, "x/female/<30": 1, "y/male/30-59": 1, "y/male/>=60": 2, "y/female/30-59": 1}
+    assert (tmp_path / "rep" / "groups_race_gender_age_band.csv").is_file()
+    # groups of one image are too small to call the worst: with min_group 2 the gap is between x/male and y/male
+    small = evaluate_files(tmp_path / "pred.csv", tmp_path / "answers.csv", None, ["race+gender"], min_group=2)
+    g = small["groups"]["race+gender"]["gap"]["accuracy"]
+    assert (g["best"], g["worst"], g["gap"]) == ("x/male", "y/male", pytest.approx(1 / 3))
+    assert len(small["groups"]["race+gender"]["table"]) == 4  # the table still lists every group
+
+
+def test_many_groups_are_drawn_as_a_table_of_colours(tmp_path):
+    from maskgate.groups import group_report
+
+    rng = __import__("numpy").random.default_rng(0)
+    t = rng.integers(0, 18, 400)
+    p = __import__("numpy").where(rng.random(400) < 0.7, t, rng.integers(0, 18, 400))
+    g = [f"g{i % 12}" for i in range(400)]
+    group_report(t, p, g, "twelve", tmp_path)
+    from PIL import Image
+
+    w, h = Image.open(tmp_path / "groups_twelve.png").size
+    assert h > w * 0.6 and w < 1200  # one row per group, not 60 bars side by side

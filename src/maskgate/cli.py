@@ -165,15 +165,17 @@ def _predict(a) -> int:
 def _evaluate(a) -> int:
     from .evaluate import evaluate_files
 
-    from .groups import format_report
+    from .groups import file_stem, format_report
 
-    res = evaluate_files(a.pred, a.truth, a.report, a.groups)
+    if a.min_group < 1:
+        raise ValueError("--min-group must be >= 1")
+    res = evaluate_files(a.pred, a.truth, a.report, a.groups, a.min_group)
     for name, rep in res.get("groups", {}).items():
         print(format_report(name, rep), file=sys.stderr)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if k != "groups"} |
                      ({"groups": res["groups"]} if "groups" in res else {}), indent=2))
     if a.report:
-        extra = "".join(f", {a.report}/groups_{n}.csv/.png" for n in res.get("groups", {}))
+        extra = "".join(f", {a.report}/groups_{file_stem(n)}.csv/.png" for n in res.get("groups", {}))
         print(f"report: {a.report}/per_class.csv, {a.report}/confusion.png{extra}", file=sys.stderr)
     return 0
 
@@ -373,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--groups", action="append", default=[], metavar="[FILE:]COLUMN",
                    help="scores per group of COLUMN (of the truth csv, or mask / gender / age_band from the true "
                         "class) or of FILE's COLUMN (keyed by ImageID or path), with the best-worst gap; "
-                        "repeatable. The truth may be an answers csv or a source's labels.csv")
+                        "repeatable; A+B crosses groups (race+gender+age_band). The truth may be an answers csv or "
+                        "a source's labels.csv")
+    e.add_argument("--min-group", type=int, default=1, metavar="N",
+                   help="best-worst gaps only between groups of at least N images (all are in the tables)")
     e.set_defaults(fn=_evaluate)
 
     x = sub.add_parser("export", help="write a model bundle with a TorchScript graph (fast CPU predict) or as ONNX")

@@ -142,8 +142,10 @@ def read_labels(path: str | os.PathLike, role: str) -> pd.Series:
     return read_table(path, role)["ans"]
 
 
-def evaluate_files(pred_csv, truth_csv, report_dir=None, groups: list[str] | None = None) -> dict:
-    """Scores of a prediction csv against the truth; `groups`: per-group tables (groups.py) as well."""
+def evaluate_files(pred_csv, truth_csv, report_dir=None, groups: list[str] | None = None,
+                   min_group: int = 1) -> dict:
+    """Scores of a prediction csv against the truth; `groups`: per-group tables (groups.py) as well, their
+    gaps over groups of at least `min_group` images."""
     pred, truth = read_labels(pred_csv, "prediction"), read_table(truth_csv, "truth")
     missing = truth.index.difference(pred.index)
     if len(missing):
@@ -163,7 +165,7 @@ def evaluate_files(pred_csv, truth_csv, report_dir=None, groups: list[str] | Non
         result["groups"] = {}
         for spec in groups:
             name, labels = group_column(spec, truth, truth_csv)
-            result["groups"][name] = group_report(y_true, y_pred, labels, name, report_dir)
+            result["groups"][name] = group_report(y_true, y_pred, labels, name, report_dir, min_group)
     if report_dir:
         (Path(report_dir) / "scores.json").write_text(json.dumps(result, indent=2))
     return result

@@ -2,7 +2,9 @@
 worst group: the fairness report of a face-attribute system (`maskgate evaluate --groups`).
 
 A group column is named as `COLUMN` (a column of the truth csv, or `mask`, `gender`, `age_band` read
-from the true class) or `FILE:COLUMN` (a csv keyed by ImageID or by path, as the truth is).
+from the true class) or `FILE:COLUMN` (a csv keyed by ImageID or by path, as the truth is); several joined
+by `+` (`race+gender+age_band`) make intersectional groups ("black/female/>=60"), where a model's failures
+often hide behind good marginals. Gaps can leave out groups too small to say much (`min_n`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ DERIVED = {"mask": (0, lambda v: MASK_NAMES[Mask(v)]), "gender": (1, lambda v: G
 
 
 def group_column(spec: str, truth: pd.DataFrame, truth_csv: str | os.PathLike) -> tuple[str, np.ndarray]:
-    """(name, group label per truth row) for a `--groups` spec."""
+    """(name, group label per truth row) for a `--groups` spec; `A+B`: the groups of A and B crossed."""
+    if "+" in spec and spec not in truth.columns:
+        parts = [group_column(p, truth, truth_csv) for p in spec.split("+")]
+        return "+".join(n for n, _ in parts), np.array(["/".join(v) for v in zip(*(g for _, g in parts))])
     file, sep, column = spec.rpartition(":")
     if sep and file:
         p = Path(file)
@@ -69,9 +74,13 @@ def group_scores(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> 
     return pd.DataFrame(rows)
 
 
-def gaps(table: pd.DataFrame) -> dict:
-    """For each metric: the best and the worst group and the difference between them."""
+def gaps(table: pd.DataFrame, min_n: int = 1) -> dict:
+    """For each metric: the best and the worst group (of those with at least `min_n` images) and the
+    difference between them."""
     out = {}
+    table = table[table["n"] >= min_n]
+    if table.empty:
+        return out
     for m in METRICS:
         best, worst = table.loc[table[m].idxmax()], table.loc[table[m].idxmin()]
         out[m] = {"best": best["group"], "best_value": float(best[m]), "worst": worst["group"],
@@ -85,6 +94,20 @@ def plot_groups(table: pd.DataFrame, name: str, path: str | os.PathLike) -> None
     import matplotlib.pyplot as plt
 
     metrics = list(METRICS)
+    if len(table) > 8:  # many (intersectional) groups: a table of colours reads better than 40 bars
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(table)))
+        vals = table[metrics].to_numpy(float)
+        im = ax.imshow(vals, cmap="RdYlGn", vmin=max(0.0, float(np.nanmin(vals)) - 0.05), vmax=1.0, aspect="auto")
+        for (i, j), v in np.ndenumerate(vals):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
+        ax.set_yticks(range(len(table)), [f"{g} (n={n})" for g, n in zip(table["group"], table["n"])], fontsize=7)
+        ax.set_title(f"scores by {name}")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(table)) / 3), 4))
     width = 0.8 / max(1, len(table))
     x = np.arange(len(metrics))
@@ -103,22 +126,31 @@ def plot_groups(table: pd.DataFrame, name: str, path: str | os.PathLike) -> None
     plt.close(fig)
 
 
-def group_report(y_true, y_pred, groups, name: str, report_dir: str | os.PathLike | None = None) -> dict:
-    """The table and gaps for one group column; with `report_dir`, groups_<name>.csv and .png there."""
+def file_stem(name: str) -> str:
+    """groups_<name> in a report folder: `race+gender` -> groups_race_gender."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def group_report(y_true, y_pred, groups, name: str, report_dir: str | os.PathLike | None = None,
+                 min_n: int = 1) -> dict:
+    """The table and gaps (over groups of at least `min_n` images) for one group column; with `report_dir`,
+    groups_<name>.csv and .png there."""
     table = group_scores(y_true, y_pred, groups)
     if report_dir:
         d = Path(report_dir)
         d.mkdir(parents=True, exist_ok=True)
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        safe = file_stem(name)
         table.to_csv(d / f"groups_{safe}.csv", index=False, float_format="%.4f")
         plot_groups(table, name, d / f"groups_{safe}.png")
-    return {"table": table.to_dict("records"), "gap": gaps(table)}
+    return {"table": table.to_dict("records"), "gap": gaps(table, min_n), "gap_min_n": min_n}
 
 
 def format_report(name: str, report: dict) -> str:
     """A plain-text table of one group report, with its gaps, for the terminal."""
     table = pd.DataFrame(report["table"])
     lines = [f"by {name}:", table.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    if report.get("gap_min_n", 1) > 1:
+        lines.append(f"  (gaps between groups of at least {report['gap_min_n']} images)")
     for m, g in report["gap"].items():
         lines.append(f"  {m}: best {g['best']} {g['best_value']:.3f}, worst {g['worst']} {g['worst_value']:.3f}, "
                      f"gap {g['gap']:.3f}")
