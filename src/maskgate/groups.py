@@ -102,25 +102,21 @@ def plot_groups(table: pd.DataFrame, name: str, path: str | os.PathLike) -> None
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
         ax.set_yticks(range(len(table)), [f"{g} (n={n})" for g, n in zip(table["group"], table["n"])], fontsize=7)
-        ax.set_title(f"scores by {name}")
         fig.colorbar(im, ax=ax, fraction=0.04)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(table)) / 3), 4))
-    width = 0.8 / max(1, len(table))
-    x = np.arange(len(metrics))
-    for i, r in table.reset_index(drop=True).iterrows():
-        vals = [r[m] for m in metrics]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=f"{r['group']} (n={r['n']})")
-        for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6, rotation=90)
-    ax.set_xticks(x, metrics)
-    ax.set_ylim(0, 1.12)
+    else:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(table)) / 3), 4))
+        width = 0.8 / max(1, len(table))
+        x = np.arange(len(metrics))
+        for i, r in table.reset_index(drop=True).iterrows():
+            vals = [r[m] for m in metrics]
+            bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=f"{r['group']} (n={r['n']})")
+            for b, v in zip(bars, vals):
+                ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6, rotation=90)
+        ax.set_xticks(x, metrics)
+        ax.set_ylim(0, 1.12)
+        ax.legend(fontsize=7, ncol=min(4, len(table)), loc="lower center")
+        ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"scores by {name}")
-    ax.legend(fontsize=7, ncol=min(4, len(table)), loc="lower center")
-    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

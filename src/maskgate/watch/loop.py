@@ -322,8 +322,11 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
     """Run the watcher over `source`; write the annotated video and the events (`post`: also POST each event
     as JSON to this URL, `notify.EventPoster`); return the summary."""
     opt = options or WatchOptions()
-    poster = EventPoster(post, log=lambda m: print(f"maskgate watch: {m}", file=sys.stderr, flush=True)) \
-        if post else None
+
+    def say(msg: str) -> None:  # what the receiver did not get is said even without progress
+        print(f"maskgate watch: {msg}", file=sys.stderr, flush=True)
+
+    poster = EventPoster(post, log=say) if post else None
     try:
         cap, live = open_source(source)
     except Exception:
@@ -369,11 +372,7 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
     shown: list = []
     t_wall = time.perf_counter()
     busy = 0.0
-    def log(msg: str) -> None:
-        if progress:
-            print(f"maskgate watch: {msg}", file=sys.stderr, flush=True)
-
-    frames = _live_frames(cap, source, opt, counts, log) if live else _file_frames(
+    frames = _live_frames(cap, source, opt, counts, say if progress else lambda m: None) if live else _file_frames(
         cap, fps, opt.realtime, out is not None, counts)
     try:
         for t, frame, classify in frames:
