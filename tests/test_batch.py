@@ -140,3 +140,73 @@ def test_an_output_that_cannot_be_written_is_said_before_the_work(photos, tmp_pa
     seen = _counting(monkeypatch)
     assert main(["predict", str(photos), "--out", str(blocker / "out.csv")]) == 2
     assert "cannot write the job's journal" in capsys.readouterr().err and seen == []
+
+
+# --- one job over several processes or machines: `predict --shard K/N` and `maskgate merge` (maskgate.shards)
+
+def test_shards_merge_to_the_output_of_one_run(photos, tmp_path, monkeypatch, capsys):
+    ref = tmp_path / "ref.csv"
+    assert main(["predict", str(photos), "--out", str(ref)]) == 0
+    parts = [tmp_path / f"part{k}.csv" for k in range(3)]
+    seen = _counting(monkeypatch)
+    for k, part in enumerate(parts):
+        assert main(["predict", str(photos), "--out", str(part), "--shard", f"{k}/3"]) == 0
+    assert len(seen) == 25  # each photo classified by exactly one shard
+    monkeypatch.undo()
+    assert "p07b.jpg" in (tmp_path / "part2.errors.csv").read_text()  # sorted, p07b.jpg is photo 8: shard 2
+    out = tmp_path / "all.csv"
+    assert main(["merge", str(parts[2]), str(parts[0]), str(parts[1]), "--out", str(out)]) == 0  # any order
+    assert out.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "all.errors.csv").read_text() == (tmp_path / "ref.errors.csv").read_text()
+
+    # what cannot be one job is refused, naming the part
+    capsys.readouterr()
+    assert main(["merge", str(parts[0]), str(parts[2]), "--out", str(out)]) == 2
+    assert "1/3 missing" in capsys.readouterr().err
+    assert main(["merge", str(parts[0]), str(parts[0]), str(parts[1]), str(parts[2]), "--out", str(out)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    other = tmp_path / "other.csv"  # shard 1 again with the mirror image: another job
+    assert main(["predict", str(photos), "--out", str(other), "--shard", "1/3", "--tta", "on"]) == 0
+    assert main(["merge", str(parts[0]), str(other), str(parts[2]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: a part of another job" in err and "tta: None vs 'on'" in err
+    cut = tmp_path / "cut.csv"  # shard 1 of another cut of the photos
+    assert main(["predict", str(photos), "--out", str(cut), "--shard", "1/4"]) == 0
+    assert main(["merge", str(parts[0]), str(cut), str(parts[2]), "--out", str(out)]) == 2
+    assert "another shard count" in capsys.readouterr().err
+    assert main(["merge", str(ref), "--out", str(out)]) == 2  # an unsharded output
+    assert "not a finished `maskgate predict --shard` part" in capsys.readouterr().err
+    for bad in ("3/3", "1", "2/0", "a/b"):
+        assert main(["predict", str(photos), "--out", str(tmp_path / "x.csv"), "--shard", bad]) == 2
+        assert f"--shard '{bad}'" in capsys.readouterr().err
+
+
+def test_eval_layout_shards_merge_to_the_submission_and_a_shard_resumes(astronaut, astronaut_face, tmp_path,
+                                                                          monkeypatch):
+    ev = make_eval_layout(tmp_path, astronaut, astronaut_face, 2)  # 14 photos, one of them then broken
+    info = pd.read_csv(ev / "info.csv")
+    broken = info["ImageID"][6]  # 000normal.jpg: in shard 6 of 7 with 001normal.jpg, both unmasked
+    (ev / "images" / broken).write_bytes(b"\xff\xd8\xff\xe0 cut off")
+    ref = tmp_path / "ref.csv"
+    assert main(["predict", "--data-dir", str(ev), "--out", str(ref)]) == 0
+    parts = [tmp_path / f"s{k}.csv" for k in range(7)]
+    for k in range(6):
+        assert main(["predict", "--data-dir", str(ev), "--out", str(parts[k]), "--shard", f"{k}/7"]) == 0
+    _interrupt_after(monkeypatch, 1)  # shard 6 is killed after its first photo, and resumed
+    assert main(["predict", "--data-dir", str(ev), "--out", str(parts[6]), "--shard", "6/7"]) == 130
+    monkeypatch.undo()
+    assert not (tmp_path / "s6.csv.shard.json").exists()  # not finished: no record, so no merge
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "x.csv")]) == 2
+    # resuming needs the same shard: another one is another job
+    assert main(["predict", "--data-dir", str(ev), "--out", str(parts[6]), "--shard", "5/7", "--resume"]) == 2
+    seen = _counting(monkeypatch)
+    assert main(["predict", "--data-dir", str(ev), "--out", str(parts[6]), "--shard", "6/7", "--resume"]) == 0
+    assert len(seen) == 2  # the journal's one (last) photo is redone
+    out = tmp_path / "sub.csv"
+    assert main(["merge", *map(str, parts), "--out", str(out)]) == 0
+    assert out.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "sub.errors.csv").read_text() == (tmp_path / "ref.errors.csv").read_text()
+    # the broken photo gets the class most frequent over all 14 (masked), not its shard's (the other unmasked photo)
+    own = pd.read_csv(parts[6]).set_index("ImageID")["ans"][broken]
+    merged = pd.read_csv(out).set_index("ImageID")["ans"]
+    assert merged[broken] == merged.value_counts().idxmax() != own

@@ -121,11 +121,20 @@ def _predict(a) -> int:
             raise FileNotFoundError("nothing to predict: give --data-dir and/or image files or folders")
         paths = gather_inputs(inputs)
     all_faces = a.all_faces if a.all_faces is not None else not eval_mode
-    # what decides the answers: a resumed job must be the same job (batch.Journal checks it)
+    # what decides the answers: a resumed job must be the same job (batch.Journal checks it), and the shards of
+    # one job must be of the same job (shards.merge_shards checks it)
     job = {"models": [str(Path(m).resolve()) for m in a.model] if a.model else ["the shipped default"],
            "tta": a.tta, "vote": a.vote, "all_faces": all_faces, "output": "eval" if eval_mode else "rows",
            **{k: v for k, v in _detection_args(a).items() if v is not None}}
-    journal = Journal.open(out, job, resume=a.resume)  # before the model loads: a refusal is immediate
+    all_paths, shard = paths, None
+    if a.shard:  # this process classifies photos k, k+n, ... of the job (`maskgate merge` joins the parts)
+        from .shards import parse_shard, shard_indices
+
+        shard = parse_shard(a.shard)
+        idx = shard_indices(len(paths), *shard)
+        paths = [paths[i] for i in idx]
+        table = table.iloc[list(idx)] if table is not None else None
+    journal = Journal.open(out, job | ({"shard": "%d/%d" % shard} if shard else {}), resume=a.resume)
     todo = journal.todo(paths)
     if len(todo) < len(paths):
         print(f"resuming: {len(paths) - len(todo)} of {len(paths)} image(s) done by the interrupted run "
@@ -154,12 +163,32 @@ def _predict(a) -> int:
               f"{journal.rows_path}: the same command with --resume goes on from them", file=sys.stderr)
         raise
     rate = len(todo) / max(time.time() - t1, 1e-9)
+    rows = {str(Path(p)): journal.done.get(str(Path(p)), []) for p in paths}  # the journal file goes in finish
     n_ok, n_err = journal.finish(paths, table)
+    from .shards import record_path, write_record
+
+    if shard:  # written last: a part with its record is whole
+        errors = [p for p, rs in rows.items() if any(r.get("error") for r in rs)]
+        filled = [p for p, rs in rows.items() if not any(str(r.get("face")) == "0" and not r.get("error") for r in rs)]
+        rec = write_record(out, job, *shard, all_paths, paths, errors,
+                           list(table["ImageID"]) if table is not None else None, filled)
+        print(f"shard {shard[0]}/{shard[1]}: {len(paths)} of {len(all_paths)} image(s); {rec} says which "
+              f"(`maskgate merge --out ALL.csv` with every part joins them)", file=sys.stderr)
+    else:
+        record_path(out).unlink(missing_ok=True)  # a part's record left from an earlier sharded run
     if n_err:
         print(f"maskgate: {n_err} unreadable image(s)" + (" got the most frequent class" if eval_mode else "") +
               f"; listed in {out.with_suffix('.errors.csv')}", file=sys.stderr)
     print(f"wrote {out} ({n_ok} image(s), {n_err} error(s), {rate:.1f} img/s)", file=sys.stderr)
     return 1 if n_err and n_err == len(paths) else 0
+
+
+def _merge(a) -> int:
+    from .shards import merge_shards
+
+    res = merge_shards(a.parts, a.out)
+    print(json.dumps(res))
+    return 0
 
 
 def _evaluate(a) -> int:
@@ -366,7 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, default=2, help="threads decoding and detecting faces")
     pr.add_argument("--resume", action="store_true",
                     help="go on from the photos an interrupted run of the same command finished (its <out>.partial.csv)")
+    pr.add_argument("--shard", metavar="K/N",
+                    help="classify only shard K of N of the photos (K = 0..N-1: photos K, K+N, ...), for one job "
+                         "split over N processes or machines; `maskgate merge` joins the N csvs")
     pr.set_defaults(fn=_predict)
+
+    mg = sub.add_parser("merge", help="join the csvs of `maskgate predict --shard K/N` into the one csv of the job")
+    mg.add_argument("parts", nargs="+", help="every shard's csv (each with its .shard.json beside it)")
+    mg.add_argument("--out", required=True, help="the csv one unsharded run writes (ImageID,ans for the eval layout)")
+    mg.set_defaults(fn=_merge)
 
     e = sub.add_parser("evaluate", help="score a submission csv against the answers (18-class macro F1)")
     e.add_argument("--pred", required=True, help="ImageID,ans csv, or maskgate predict's csv of plain files")
