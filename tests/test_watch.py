@@ -1,4 +1,5 @@
 """`maskgate watch`: the tracker on hand-made boxes, and the whole loop on a video made from a shipped photo."""
+import base64
 import csv
 import json
 import subprocess
@@ -230,7 +231,7 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
     model = str(__import__("maskgate.models.runtime", fromlist=["x"]).default_model_path("onnx"))
     try:
         r = subprocess.run([sys.executable, "-m", "maskgate", "watch", "--source", str(walk_video), "--all-frames",
-                            "--events", str(tmp_path / "ev.csv"), "--post", url, "--model", model],
+                            "--events", str(tmp_path / "ev.csv"), "--post", url, "--post-snapshot", "--model", model],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         summary = json.loads(r.stdout[r.stdout.index("{"):])
@@ -242,7 +243,12 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
         started, closed = [b for _, b in got if b["kind"] == "started"], [b for _, b in got if b["kind"] == "closed"]
         for ev, row in zip(closed, rows):
             assert ev["source"] == str(walk_video)
-            assert {k: str(v) for k, v in ev.items() if k not in ("source", "kind")} == row  # events.csv's rows
+            # events.csv's rows, and the snapshot file's very bytes (`--post-snapshot`)
+            assert {k: str(v) for k, v in ev.items() if k not in ("source", "kind", "snapshot_jpeg")} == row
+            assert base64.b64decode(ev["snapshot_jpeg"]) == open(row["snapshot"], "rb").read()
+        for ev in started:  # the face so far, a real picture of a face-sized crop
+            face = cv2.imdecode(np.frombuffer(base64.b64decode(ev["snapshot_jpeg"]), np.uint8), cv2.IMREAD_COLOR)
+            assert face is not None and min(face.shape[:2]) >= 20
         for s, c in zip(started, closed):
             assert (s["track"], s["start_s"]) == (c["track"], c["start_s"]) and s["end_s"] < c["end_s"]
         assert started[1]["end_s"] < 2.0 < closed[1]["end_s"]  # the unmasked face announced long before it left
@@ -268,3 +274,4 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
     from maskgate.cli import main
 
     assert main(["watch", "--source", str(walk_video), "--post", "ftp://x"]) == 2
+    assert main(["watch", "--source", str(walk_video), "--post-snapshot"]) == 2  # nothing to send it with

@@ -287,7 +287,9 @@ def _watch(a) -> int:
     if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0 or a.reconnect < 0:
         raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0, --reconnect >= 0")
     pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
-    summary = watch(a.source, pred, opt, a.out, a.events, post=a.post)
+    if a.post_snapshot and not a.post:
+        raise ValueError("--post-snapshot sends the face with each --post event: give --post URL too")
+    summary = watch(a.source, pred, opt, a.out, a.events, post=a.post, post_snapshot=a.post_snapshot)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -480,7 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--max-gap", type=float, default=1.0, help="seconds unseen before a person has left")
     wa.add_argument("--max-seconds", type=float, help="stop a camera or stream after this long")
     wa.add_argument("--post", metavar="URL",
-                    help="also POST each event as JSON to this URL as it closes (a door controller, an alarm, a log)")
+                    help="also POST each event as JSON to this URL: when a person's state holds (kind started) and "
+                         "when it ends (kind closed) (a door controller, an alarm, a log)")
+    wa.add_argument("--post-snapshot", action="store_true",
+                    help="with --post: the face as a base64 JPEG in each event (snapshot_jpeg)")
     wa.add_argument("--reconnect", type=float, default=30.0, metavar="S",
                     help="a camera or stream that stops sending: keep reopening it for this long (0: stop at once)")
     _add_tta_flag(wa)

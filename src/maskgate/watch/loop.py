@@ -18,6 +18,7 @@ frames. Only a source that never opened is an error at once.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import sys
 import threading
@@ -89,11 +90,11 @@ class _Segment:
 class Watcher:
     """Runs the loop over one source; `on_event` is called as each event closes, `on_start` as soon as a
     segment has `min_frames` frames (someone at the door without a mask: an alarm now, not after they left;
-    its Event has number 0 and the times and means so far)."""
+    its Event has number 0 and the times and means so far); both with the face's best crop so far (RGB)."""
 
     def __init__(self, predictor: Predictor, options: WatchOptions | None = None,
                  on_event: Callable[[Event, np.ndarray | None], None] | None = None,
-                 on_start: Callable[[Event], None] | None = None):
+                 on_start: Callable[[Event, np.ndarray | None], None] | None = None):
         self.pred, self.opt, self.on_event, self.on_start = predictor, options or WatchOptions(), on_event, on_start
         self.tracker = IoUTracker(self.opt.iou_min, self.opt.max_gap_s)
         self.events: list[Event] = []
@@ -106,7 +107,7 @@ class Watcher:
         if not seg.announced and len(seg.probs) >= self.opt.min_frames:
             seg.announced = True
             if self.on_start:
-                self.on_start(self._describe(tr, seg, 0))
+                self.on_start(self._describe(tr, seg, 0), seg.best[1])
 
     def _add(self, tr: Track, t: float, probs: np.ndarray, rgb: np.ndarray, box: np.ndarray, det: float):
         pm, pg, pa = marginals(probs)
@@ -317,10 +318,19 @@ def _live_frames(cap: cv2.VideoCapture, source: str, opt: WatchOptions, counts: 
         latest["done"] = True
 
 
+def _jpeg(rgb: np.ndarray | None) -> bytes | None:
+    if rgb is None or not rgb.size:
+        return None
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes() if ok else None
+
+
 def watch(source: str, predictor: Predictor, options: WatchOptions | None = None, out: str | None = None,
-          events_csv: str | None = None, progress: bool = True, post: str | None = None) -> dict:
+          events_csv: str | None = None, progress: bool = True, post: str | None = None,
+          post_snapshot: bool = False) -> dict:
     """Run the watcher over `source`; write the annotated video and the events (`post`: also POST each event
-    as JSON to this URL, `notify.EventPoster`); return the summary."""
+    as JSON to this URL, `notify.EventPoster`, with the face as a base64 JPEG when `post_snapshot`); return
+    the summary."""
     opt = options or WatchOptions()
 
     def say(msg: str) -> None:  # what the receiver did not get is said even without progress
@@ -346,23 +356,30 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         writer_csv = csv.DictWriter(f, fieldnames=EVENT_FIELDS)
         writer_csv.writeheader()
 
+    def body(kind: str, ev: Event, jpeg: bytes | None) -> dict:
+        b = {"kind": kind, "source": source, **asdict(ev)}
+        if post_snapshot and jpeg is not None:  # the picture a guard or a chat channel shows with the alarm
+            b["snapshot_jpeg"] = base64.b64encode(jpeg).decode("ascii")
+        return b
+
     def on_event(ev: Event, snap: np.ndarray | None) -> None:
-        if snap_dir is not None and snap is not None and snap.size:
+        jpeg = _jpeg(snap) if snap_dir is not None or post_snapshot else None
+        if snap_dir is not None and jpeg is not None:
             p = snap_dir / f"event{ev.event:05d}_track{ev.track}_{ev.mask}.jpg"
-            cv2.imwrite(str(p), snap[..., ::-1])
+            p.write_bytes(jpeg)
             ev.snapshot = str(p)
         if writer_csv is not None:
             writer_csv.writerow(asdict(ev))
             f.flush()  # an event is on disk as soon as it closes (a killed watcher loses nothing closed)
         if poster is not None:
-            poster.post({"kind": "closed", "source": source, **asdict(ev)})
+            poster.post(body("closed", ev, jpeg))
         if progress:
             print(f"event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) {ev.gender} {ev.age_band} "
                   f"{ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
 
-    def on_start(ev: Event) -> None:
+    def on_start(ev: Event, snap: np.ndarray | None) -> None:
         if poster is not None:
-            poster.post({"kind": "started", "source": source, **asdict(ev)})
+            poster.post(body("started", ev, _jpeg(snap) if post_snapshot else None))
         if progress and ev.mask != "wear":
             print(f"track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at {ev.start_s:.1f} s", flush=True)
 
