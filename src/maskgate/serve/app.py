@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any, Callable
 
@@ -49,6 +49,10 @@ class ServeSettings:
     # flags); empty = the model's own
     detection: dict = field(default_factory=dict)
     tta: str | None = None  # the mirror image: off | on | auto; None = the model's own (`maskgate serve --tta`)
+    # load the model before taking connections (`--workers N` sets it): a worker process that is started
+    # again after a crash then takes no request before it can answer it; otherwise it loads in the
+    # background and /health answers at once (one process: the liveness probe of an orchestrator)
+    load_at_startup: bool = False
 
 
 class _BodyTooLarge(Exception):
@@ -166,7 +170,10 @@ def create_app(model: Any = None, settings: ServeSettings | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if state["predictor"] is None:
-            threading.Thread(target=load, name="maskgate-load", daemon=True).start()
+            if s.load_at_startup:  # uvicorn accepts on the shared socket only after this: the other workers answer
+                await asyncio.to_thread(load)
+            else:
+                threading.Thread(target=load, name="maskgate-load", daemon=True).start()
         pool()
         yield
         done, state["pool"] = state["pool"], None
@@ -327,6 +334,8 @@ def serve(model: Any, host: str, port: int, workers: int, settings: ServeSetting
     # uploads are refused past --max-pixels from their header, before PIL's own (larger) bomb warning matters
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     if workers > 1:  # separate processes, each with its own model: pass the options by environment
+        # uvicorn starts a worker again when one dies; it takes connections once its model is loaded
+        settings = replace(settings, load_at_startup=True)
         os.environ["MASKGATE_SERVE"] = json.dumps({"model": model, "settings": asdict(settings)})
         uvicorn.run("maskgate.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level)
