@@ -275,3 +275,48 @@ def test_events_are_posted_as_json_and_a_dead_receiver_costs_only_its_events(wal
 
     assert main(["watch", "--source", str(walk_video), "--post", "ftp://x"]) == 2
     assert main(["watch", "--source", str(walk_video), "--post-snapshot"]) == 2  # nothing to send it with
+
+
+def test_a_zone_and_a_minimum_face_size_say_who_counts(walk_video, tmp_path):
+    """The astronaut crosses left to right, masked in the first half of the video: with the right half of the
+    frame as the zone only the unmasked part is seen, with the left half only the masked part; a face smaller
+    than --min-face is never counted. The annotated video draws the zone and the faces left out, in grey."""
+    from maskgate.models.runtime import default_model_path
+    from maskgate.predict import Predictor
+    from maskgate.watch.loop import GREY, WatchOptions, watch
+
+    pred = Predictor(default_model_path("onnx"), workers=1)
+    right = watch(str(walk_video), pred, WatchOptions(realtime=False, zone=(0.5, 0, 1, 1)), str(tmp_path / "r.mp4"),
+                  str(tmp_path / "r.csv"), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    # the face's centre passes x = 320 at frame 37 of 75 (1.48 s); the mask comes off at frame 38
+    assert [r["mask"] for r in rows] == ["not_wear"] and float(rows[0]["start_s"]) >= 1.4
+    assert right["faces_not_counted"] >= 30 and right["people"] == 1
+    left = watch(str(walk_video), pred, WatchOptions(realtime=False, zone=(0, 0, 0.5, 1)), None,
+                 str(tmp_path / "l.csv"), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "l.csv")))
+    assert [r["mask"] for r in rows] == ["wear"] and float(rows[0]["end_s"]) <= 1.6
+    assert left["faces_not_counted"] >= 30
+    small = watch(str(walk_video), pred, WatchOptions(realtime=False, min_face=400), None, None, progress=False)
+    assert small["events"] == 0 and small["frames_classified"] == 75 and small["faces_not_counted"] >= 70
+
+    def frame10(path):  # frame 10 (RGB): the face is left of the zone
+        cap = cv2.VideoCapture(str(path))
+        for _ in range(11):
+            ok, frame = cap.read()
+        cap.release()
+        assert ok
+        return frame[..., ::-1]
+
+    src, ann = frame10(walk_video), frame10(tmp_path / "r.mp4")
+    x1, y1, x2, y2 = (int(round(v)) for v in pred.predict_image(src, all_faces=True)[0].box)
+    assert x2 < 320  # left of the zone
+    edges = np.concatenate([ann[y1, x1:x2], ann[y2, x1:x2], ann[y1:y2, x1], ann[y1:y2, x2]]).astype(int)
+    src_edges = np.concatenate([src[y1, x1:x2], src[y2, x1:x2], src[y1:y2, x1], src[y1:y2, x2]]).astype(int)
+    grey = lambda px: np.mean(np.all(np.abs(px - GREY) < 40, axis=-1))  # noqa: E731
+    assert grey(edges) > 0.5 > grey(src_edges) + 0.2  # the left-out face's thin grey outline
+
+    from maskgate.cli import main
+
+    for bad in (["--zone", "0.5,0,0.4,1"], ["--zone", "a,b"], ["--zone", "0,0,1"], ["--min-face", "-1"]):
+        assert main(["watch", "--source", str(walk_video), *bad]) == 2

@@ -282,8 +282,11 @@ def _watch(a) -> int:
     from .predict import Predictor
     from .watch.loop import WatchOptions, watch
 
+    from .watch.loop import parse_zone
+
     opt = WatchOptions(realtime=not a.all_frames, settle=a.settle, min_frames=a.min_frames, max_gap_s=a.max_gap,
-                       max_seconds=a.max_seconds, reconnect_s=a.reconnect)
+                       max_seconds=a.max_seconds, reconnect_s=a.reconnect,
+                       zone=parse_zone(a.zone) if a.zone else None, min_face=a.min_face)
     if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0 or a.reconnect < 0:
         raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0, --reconnect >= 0")
     pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
@@ -486,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "when it ends (kind closed) (a door controller, an alarm, a log)")
     wa.add_argument("--post-snapshot", action="store_true",
                     help="with --post: the face as a base64 JPEG in each event (snapshot_jpeg)")
+    wa.add_argument("--zone", metavar="X1,Y1,X2,Y2",
+                    help="count only faces whose centre is in this part of the frame (fractions: 0.25,0,0.75,1 = "
+                         "the middle half, the doorway); others are drawn grey, not tracked or reported")
+    wa.add_argument("--min-face", type=float, default=0.0, metavar="PX",
+                    help="count only faces at least this many pixels high (near the door, not far behind it)")
     wa.add_argument("--reconnect", type=float, default=30.0, metavar="S",
                     help="a camera or stream that stops sending: keep reopening it for this long (0: stop at once)")
     _add_tta_flag(wa)

@@ -51,6 +51,32 @@ class WatchOptions:
     iou_min: float = 0.3
     max_seconds: float | None = None  # stop a camera or stream after this long
     reconnect_s: float = 30.0  # a camera or stream that stops sending: how long to keep reopening it (0: end)
+    # who counts: a face whose box centre is inside `zone` (x1, y1, x2, y2 as fractions of the frame: the
+    # doorway, not the street behind it) and whose box is at least `min_face` pixels high (near the camera,
+    # not a passer-by far off); others are neither tracked nor reported, only drawn grey
+    zone: tuple[float, float, float, float] | None = None
+    min_face: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.zone is not None:
+            z = tuple(float(v) for v in self.zone)
+            if len(z) != 4 or not (0 <= z[0] < z[2] <= 1 and 0 <= z[1] < z[3] <= 1):
+                raise ValueError(f"zone {self.zone}: give x1,y1,x2,y2 as fractions of the frame, "
+                                 f"0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (e.g. 0.25,0,0.75,1)")
+            self.zone = z
+        if self.min_face < 0:
+            raise ValueError(f"min_face {self.min_face}: a face height in pixels, >= 0")
+
+
+def parse_zone(text: str) -> tuple[float, float, float, float]:
+    """'x1,y1,x2,y2' (fractions of the frame) -> a tuple; checked by WatchOptions."""
+    try:
+        z = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--zone {text!r}: give four numbers x1,y1,x2,y2 (fractions of the frame)") from None
+    if len(z) != 4:
+        raise ValueError(f"--zone {text!r}: give four numbers x1,y1,x2,y2 (fractions of the frame)")
+    return z  # type: ignore[return-value]
 
 
 @dataclass
@@ -98,6 +124,8 @@ class Watcher:
         self.pred, self.opt, self.on_event, self.on_start = predictor, options or WatchOptions(), on_event, on_start
         self.tracker = IoUTracker(self.opt.iou_min, self.opt.max_gap_s)
         self.events: list[Event] = []
+        self.ignored: list[np.ndarray] = []  # boxes of the last frame's faces outside the zone or too small
+        self.not_counted = 0  # such faces, over all frames
         self._t0_wall = time.time()
 
     # --- per-track state segments ----------------------------------------------------------------
@@ -178,6 +206,10 @@ class Watcher:
     def step(self, t: float, rgb: np.ndarray) -> list[tuple[Track, str, float]]:
         """Classify one frame at time t (seconds); returns (track, mask state, its probability) per face."""
         results = [r for r in self.pred.predict_image(rgb, all_faces=True) if r.face_found]
+        keep = [self.counts(r.box, rgb.shape) for r in results]
+        self.ignored = [r.box for r, k in zip(results, keep) if not k]
+        self.not_counted += len(self.ignored)
+        results = [r for r, k in zip(results, keep) if k]
         boxes = np.stack([r.box for r in results]) if results else np.zeros((0, 4))
         tracks, ended = self.tracker.update(t, boxes)
         for tr in ended:
@@ -189,14 +221,39 @@ class Watcher:
             shown.append((tr, MASK_NAMES[Mask(int(pm.argmax()))], float(pm.max())))
         return shown
 
+    def counts(self, box: np.ndarray, shape: tuple) -> bool:
+        """Whether a face is one the watch is for: its centre in the zone, its box tall enough."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if y2 - y1 < self.opt.min_face:
+            return False
+        if self.opt.zone is None:
+            return True
+        h, w = shape[:2]
+        cx, cy = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h
+        zx1, zy1, zx2, zy2 = self.opt.zone
+        return zx1 <= cx <= zx2 and zy1 <= cy <= zy2
+
     def finish(self) -> None:
         for tr in self.tracker.finish():
             self._end(tr)
 
 
-def draw(rgb: np.ndarray, shown: list[tuple[Track, str, float]]) -> np.ndarray:
+GREY = (150, 150, 150)
+
+
+def draw(rgb: np.ndarray, shown: list[tuple[Track, str, float]], ignored: list[np.ndarray] = (),
+         zone: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """The frame with each counted face's box and state; faces not counted (outside the zone, too small) in
+    thin grey, and the zone's outline."""
     img = np.ascontiguousarray(rgb.copy())
     th = max(2, round(max(img.shape[:2]) / 320))
+    if zone is not None:
+        h, w = img.shape[:2]
+        cv2.rectangle(img, (int(zone[0] * w), int(zone[1] * h)), (int(zone[2] * w) - 1, int(zone[3] * h) - 1),
+                      GREY, max(1, th // 2))
+    for b in ignored:
+        x1, y1, x2, y2 = (int(round(v)) for v in b)
+        cv2.rectangle(img, (x1, y1), (x2, y2), GREY, 1)
     for tr, label, p in shown:
         x1, y1, x2, y2 = (int(round(v)) for v in tr.box)
         col = COLOURS[label]
@@ -406,7 +463,7 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
                                             (wd, h))
                     if not video.isOpened():
                         raise ValueError(f"{out}: OpenCV cannot write this video (use a .mp4 or .avi name)")
-                video.write(draw(frame[..., ::-1], shown)[..., ::-1])
+                video.write(draw(frame[..., ::-1], shown, w.ignored, opt.zone)[..., ::-1])
     except KeyboardInterrupt:
         pass
     finally:
@@ -437,4 +494,6 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
             "reconnects": counts["reconnects"], "seconds_without_frames": round(counts["seconds_without_frames"], 2),
             "events": len(w.events), "people": len(worst), "people_by_worst_state": people,
             "events_by_state": {k: sum(e.mask == k for e in w.events) for k in MASK_ORDER},
+            # faces seen in frames but outside the zone or under min_face (frame by frame, not people)
+            **({"faces_not_counted": w.not_counted} if opt.zone is not None or opt.min_face > 0 else {}),
             **({"posted": posted} if posted is not None else {})}
