@@ -320,3 +320,45 @@ def test_a_zone_and_a_minimum_face_size_say_who_counts(walk_video, tmp_path):
 
     for bad in (["--zone", "0.5,0,0.4,1"], ["--zone", "a,b"], ["--zone", "0,0,1"], ["--min-face", "-1"]):
         assert main(["watch", "--source", str(walk_video), *bad]) == 2
+
+
+def test_several_sources_at_once_each_with_its_own_events(walk_video, tmp_path):
+    """`--source a=... --source b=...`: one model, one thread per source, each source's events in its own
+    csv (the same as watching it alone), named in the summary; a source that cannot be opened ends only its
+    own watch; names must differ."""
+    import shutil
+
+    other = tmp_path / "walk2.avi"
+    shutil.copy(walk_video, other)
+    model = str(__import__("maskgate.models.runtime", fromlist=["x"]).default_model_path("onnx"))
+    r = subprocess.run([sys.executable, "-m", "maskgate", "watch", "--source", f"door1={walk_video}",
+                        "--source", f"door2={other}", "--source", f"back={tmp_path / 'missing.avi'}",
+                        "--all-frames", "--events", str(tmp_path / "ev.csv"), "--model", model],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout[r.stdout.index('{\n  "sources"'):])
+    assert list(summary["sources"]) == ["door1", "door2", "back"] and summary["errors"] == 1
+    assert "missing.avi" in summary["sources"]["back"]["error"] and "[back]" in r.stderr
+    for name in ("door1", "door2"):
+        s = summary["sources"][name]
+        assert s["source"] == name and s["frames_classified"] == 75 and s["people"] == 1
+        rows = list(csv.DictReader(open(tmp_path / f"ev_{name}.csv")))
+        assert [row["mask"] for row in rows] == ["wear", "not_wear"]
+        assert all(f"ev_{name}_snapshots" in row["snapshot"] for row in rows)
+    assert summary["events"] == 4 and summary["people"] == 2
+    assert f"[door2] event 2: track 1 not_wear" in r.stdout
+
+    from maskgate.cli import main
+
+    assert main(["watch", "--source", f"a={walk_video}", "--source", f"a={other}"]) == 2  # names must differ
+
+
+def test_a_stream_password_is_not_shown_posted_or_logged():
+    from maskgate.watch.loop import public_name, split_source
+
+    assert public_name("rtsp://admin:s3cret@10.0.0.5:554/stream1") == "rtsp://***@10.0.0.5:554/stream1"
+    assert public_name("http://cam.local/video.mjpg") == "http://cam.local/video.mjpg"
+    assert public_name("0") == "0" and public_name("door.mp4") == "door.mp4"
+    assert split_source("door1=rtsp://u:p@cam/1") == ("door1", "rtsp://u:p@cam/1")
+    assert split_source("rtsp://cam/stream?channel=1") == (None, "rtsp://cam/stream?channel=1")
+    assert split_source("0") == (None, "0")

@@ -282,19 +282,28 @@ def _watch(a) -> int:
     from .predict import Predictor
     from .watch.loop import WatchOptions, watch
 
-    from .watch.loop import parse_zone
+    from .watch.loop import parse_zone, split_source, watch_many
 
     opt = WatchOptions(realtime=not a.all_frames, settle=a.settle, min_frames=a.min_frames, max_gap_s=a.max_gap,
                        max_seconds=a.max_seconds, reconnect_s=a.reconnect,
                        zone=parse_zone(a.zone) if a.zone else None, min_face=a.min_face)
     if a.settle < 1 or a.min_frames < 1 or a.max_gap <= 0 or a.reconnect < 0:
         raise ValueError("--settle and --min-frames must be >= 1, --max-gap > 0, --reconnect >= 0")
-    pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
     if a.post_snapshot and not a.post:
         raise ValueError("--post-snapshot sends the face with each --post event: give --post URL too")
-    summary = watch(a.source, pred, opt, a.out, a.events, post=a.post, post_snapshot=a.post_snapshot)
+    if len(a.source) > 1:  # names checked before the model loads
+        names = [split_source(s)[0] or f"source{k + 1}" for k, s in enumerate(a.source)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"--source names must differ: {names}")
+    pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
+    if len(a.source) == 1:
+        name, source = split_source(a.source[0])
+        summary = watch(source, pred, opt, a.out, a.events, post=a.post, post_snapshot=a.post_snapshot, name=name)
+        print(json.dumps(summary, indent=2))
+        return 0
+    summary = watch_many(a.source, pred, opt, a.out, a.events, post=a.post, post_snapshot=a.post_snapshot)
     print(json.dumps(summary, indent=2))
-    return 0
+    return 1 if summary["errors"] == len(a.source) else 0
 
 
 def _synth(a) -> int:
@@ -473,9 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_serve)
 
     wa = sub.add_parser("watch", help="a video file, camera or stream: follow faces, one event per person and mask state")
-    wa.add_argument("--source", required=True, help="video file, camera index (0) or stream URL (rtsp://...)")
-    wa.add_argument("--out", help="annotated video to write (.mp4)")
-    wa.add_argument("--events", help="events csv to write (snapshots go to a folder beside it)")
+    wa.add_argument("--source", required=True, action="append",
+                    help="video file, camera index (0) or stream URL (rtsp://...), optionally named: door1=rtsp://...; "
+                         "repeat to watch several at once with one model (each gets its own _NAME files)")
+    wa.add_argument("--out", help="annotated video to write (.mp4; several sources: out_NAME.mp4)")
+    wa.add_argument("--events", help="events csv to write (snapshots go to a folder beside it; several sources: "
+                                     "events_NAME.csv)")
     wa.add_argument("--model", action="append", default=[], help="run folder, .pt or .onnx bundle (repeat: soft vote)")
     wa.add_argument("--device", default="auto")
     wa.add_argument("--all-frames", action="store_true",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import re
 import sys
 import threading
 import time
@@ -267,6 +268,22 @@ def draw(rgb: np.ndarray, shown: list[tuple[Track, str, float]], ignored: list[n
     return img
 
 
+def public_name(source: str) -> str:
+    """A source as it may be shown, logged and posted: a stream URL without its user and password
+    (rtsp://admin:secret@cam/1 -> rtsp://***@cam/1)."""
+    if "://" not in source:
+        return source
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        u = urlsplit(source)
+    except ValueError:
+        return source
+    if "@" not in u.netloc:
+        return source
+    return urlunsplit(u._replace(netloc="***@" + u.netloc.rsplit("@", 1)[1]))
+
+
 def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
     """A camera index, a stream URL (rtsp://, http://...) or a video file -> (capture, live)."""
     live = source.isdigit() or "://" in source
@@ -274,7 +291,7 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, bool]:
         raise FileNotFoundError(f"{source}: no such video file (or give a camera index or an rtsp:// URL)")
     cap = _capture(source)
     if not cap.isOpened():
-        raise ValueError(f"{source}: cannot open as a video source")
+        raise ValueError(f"{public_name(source)}: cannot open as a video source")
     return cap, live
 
 
@@ -329,6 +346,7 @@ def _live_frames(cap: cv2.VideoCapture, source: str, opt: WatchOptions, counts: 
     that stops sending is reopened for up to `opt.reconnect_s` seconds (`_reopen`) before the frames end."""
     latest: dict = {"frame": None, "n": 0, "done": False}
     lock = threading.Lock()
+    shown = public_name(source)
     start = time.perf_counter()
 
     def reader():
@@ -344,14 +362,14 @@ def _live_frames(cap: cv2.VideoCapture, source: str, opt: WatchOptions, counts: 
                 if opt.reconnect_s <= 0:
                     break
                 lost = time.perf_counter()
-                log(f"{source}: no frames at {lost - start:.1f} s; reopening it (for up to {opt.reconnect_s:g} s)")
+                log(f"{shown}: no frames at {lost - start:.1f} s; reopening it (for up to {opt.reconnect_s:g} s)")
                 c = _reopen(source, opt.reconnect_s, lambda: latest["done"])
                 if c is None:
-                    log(f"{source}: could not reopen it in {opt.reconnect_s:g} s; stopping")
+                    log(f"{shown}: could not reopen it in {opt.reconnect_s:g} s; stopping")
                     break
                 counts["reconnects"] += 1
                 counts["seconds_without_frames"] += time.perf_counter() - lost
-                log(f"{source}: reopened after {time.perf_counter() - lost:.1f} s")
+                log(f"{shown}: reopened after {time.perf_counter() - lost:.1f} s")
         finally:  # whatever happens here, the loop learns that no more frames come
             if c is not None:
                 c.release()
@@ -384,14 +402,17 @@ def _jpeg(rgb: np.ndarray | None) -> bytes | None:
 
 def watch(source: str, predictor: Predictor, options: WatchOptions | None = None, out: str | None = None,
           events_csv: str | None = None, progress: bool = True, post: str | None = None,
-          post_snapshot: bool = False) -> dict:
+          post_snapshot: bool = False, name: str | None = None, stop: threading.Event | None = None) -> dict:
     """Run the watcher over `source`; write the annotated video and the events (`post`: also POST each event
     as JSON to this URL, `notify.EventPoster`, with the face as a base64 JPEG when `post_snapshot`); return
-    the summary."""
+    the summary. `name`: what the source is called in posts, messages and the summary (default: the source
+    without a URL's password); `stop`: set it to end the watch (the other sources of `watch_many`)."""
     opt = options or WatchOptions()
+    label = name or public_name(source)
+    prefix = f"maskgate watch [{name}]" if name else "maskgate watch"
 
     def say(msg: str) -> None:  # what the receiver did not get is said even without progress
-        print(f"maskgate watch: {msg}", file=sys.stderr, flush=True)
+        print(f"{prefix}: {msg}", file=sys.stderr, flush=True)
 
     poster = EventPoster(post, log=say) if post else None
     try:
@@ -414,7 +435,7 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         writer_csv.writeheader()
 
     def body(kind: str, ev: Event, jpeg: bytes | None) -> dict:
-        b = {"kind": kind, "source": source, **asdict(ev)}
+        b = {"kind": kind, "source": label, **asdict(ev)}
         if post_snapshot and jpeg is not None:  # the picture a guard or a chat channel shows with the alarm
             b["snapshot_jpeg"] = base64.b64encode(jpeg).decode("ascii")
         return b
@@ -431,14 +452,15 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         if poster is not None:
             poster.post(body("closed", ev, jpeg))
         if progress:
-            print(f"event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) {ev.gender} {ev.age_band} "
-                  f"{ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
+            print(f"{f'[{name}] ' if name else ''}event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) "
+                  f"{ev.gender} {ev.age_band} {ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
 
     def on_start(ev: Event, snap: np.ndarray | None) -> None:
         if poster is not None:
             poster.post(body("started", ev, _jpeg(snap) if post_snapshot else None))
         if progress and ev.mask != "wear":
-            print(f"track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at {ev.start_s:.1f} s", flush=True)
+            print(f"{f'[{name}] ' if name else ''}track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at "
+                  f"{ev.start_s:.1f} s", flush=True)
 
     w = Watcher(predictor, opt, on_event, on_start)
     counts = {"read": 0, "classified": 0, "reconnects": 0, "seconds_without_frames": 0.0}
@@ -450,6 +472,8 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         cap, fps, opt.realtime, out is not None, counts)
     try:
         for t, frame, classify in frames:
+            if stop is not None and stop.is_set():
+                break
             if classify:
                 t1 = time.perf_counter()
                 shown = w.step(t, np.ascontiguousarray(frame[..., ::-1]))
@@ -484,7 +508,7 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
             worst[ev.track] = ev.mask
     for s in worst.values():
         people[s] += 1
-    return {"source": source, "live": live, "fps": round(fps, 2), "frames_read": counts["read"],
+    return {"source": label, "live": live, "fps": round(fps, 2), "frames_read": counts["read"],
             "frames_classified": counts["classified"], "frames_skipped": counts["read"] - counts["classified"],
             "video_seconds": round(video_s, 2), "wall_seconds": round(wall, 2),
             "classified_per_second": round(counts["classified"] / max(busy, 1e-9), 2),
@@ -497,3 +521,62 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
             # faces seen in frames but outside the zone or under min_face (frame by frame, not people)
             **({"faces_not_counted": w.not_counted} if opt.zone is not None or opt.min_face > 0 else {}),
             **({"posted": posted} if posted is not None else {})}
+
+
+def split_source(text: str) -> tuple[str | None, str]:
+    """'door1=rtsp://cam/1' -> ('door1', 'rtsp://cam/1'); a source without a NAME= prefix -> (None, source).
+    (An '=' inside a URL's query is not a name: the name is letters, digits, '-', '_' before the first '='.)"""
+    head, sep, rest = text.partition("=")
+    if sep and rest and re.fullmatch(r"[A-Za-z0-9_-]+", head) and not Path(text).is_file():
+        return head, rest
+    return None, text
+
+
+def per_source(path: str | None, name: str) -> str | None:
+    """events.csv -> events_door1.csv (each source of `watch_many` its own files)."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{name}{p.suffix}"))
+
+
+def watch_many(sources: list[str], predictor: Predictor, options: WatchOptions | None = None,
+               out: str | None = None, events_csv: str | None = None, progress: bool = True,
+               post: str | None = None, post_snapshot: bool = False) -> dict:
+    """Several cameras or videos at once, one thread each, sharing one model (the prediction core is
+    thread-safe, as `serve --threads` uses it). Each source: `NAME=SOURCE` or a plain source (named source1,
+    source2, ... by position); its own events csv, snapshots and video (`events_NAME.csv`, ...), its name in
+    posts and messages. One source that cannot be opened, or fails, ends only its own watch (said in its
+    summary's `error`); Ctrl-C ends them all. Returns {"sources": {name: summary}, "events", "people"}."""
+    named = [split_source(s) for s in sources]
+    names = [n or f"source{k + 1}" for k, (n, _) in enumerate(named)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"--source names must differ: {', '.join(dup)} given more than once")
+    stop = threading.Event()
+    results: dict[str, dict] = {}
+
+    def run(name: str, src: str) -> None:
+        try:
+            results[name] = watch(src, predictor, options, per_source(out, name), per_source(events_csv, name),
+                                  progress, post, post_snapshot, name=name, stop=stop)
+        except Exception as e:  # noqa: BLE001 - one bad source does not end the others' watch
+            print(f"maskgate watch [{name}]: error: {e}", file=sys.stderr, flush=True)
+            results[name] = {"source": public_name(src), "error": str(e)}
+
+    threads = [threading.Thread(target=run, args=(n, s), name=f"maskgate-watch-{n}", daemon=True)
+               for n, (_, s) in zip(names, named)]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    ordered = {n: results[n] for n in names if n in results}
+    return {"sources": ordered, "events": sum(r.get("events", 0) for r in ordered.values()),
+            "people": sum(r.get("people", 0) for r in ordered.values()),
+            "errors": sum("error" in r for r in ordered.values())}
