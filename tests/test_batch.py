@@ -210,3 +210,38 @@ def test_eval_layout_shards_merge_to_the_submission_and_a_shard_resumes(astronau
     own = pd.read_csv(parts[6]).set_index("ImageID")["ans"][broken]
     merged = pd.read_csv(out).set_index("ImageID")["ans"]
     assert merged[broken] == merged.value_counts().idxmax() != own
+
+
+def test_torchrun_shards_a_job_and_shard_0_merges_it(photos, tmp_path):
+    """`torchrun --nproc-per-node 2 -m maskgate predict ... --shard auto`: each process takes the shard its
+    RANK / WORLD_SIZE name, writes OUT.shardKofN.csv, and shard 0 merges them into OUT once all are done."""
+    ref = tmp_path / "ref.csv"
+    assert main(["predict", str(photos), "--out", str(ref)]) == 0
+    out = tmp_path / "all.csv"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "maskgate", "predict", str(photos), "--out",
+                        str(out), "--shard", "auto"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert out.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "all.errors.csv").read_text() == (tmp_path / "ref.errors.csv").read_text()
+    for k in range(2):
+        assert (tmp_path / f"all.shard{k}of2.csv.shard.json").exists()
+    assert "merged 2 shards" in r.stderr
+
+
+def test_shard_auto_reads_the_launcher(photos, tmp_path, monkeypatch, capsys):
+    from maskgate.shards import ShardError, part_path, shard_from_env
+
+    assert shard_from_env({"RANK": "3", "WORLD_SIZE": "4"}) == (3, 4, "torchrun")
+    # a Slurm array --array=1-8 numbers its tasks from 1: shard = id - min
+    assert shard_from_env({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "8",
+                           "SLURM_ARRAY_TASK_MIN": "1"}) == (0, 8, "slurm")
+    with pytest.raises(ShardError, match="give --shard K/N"):
+        shard_from_env({})
+    with pytest.raises(ShardError, match="not 0..N-1"):
+        shard_from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    assert part_path(Path("runs/sub.csv"), 2, 4) == Path("runs/sub.shard2of4.csv")
+    for k in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(["predict", str(photos), "--out", str(tmp_path / "y.csv"), "--shard", "auto"]) == 2
+    assert "no launcher told this process" in capsys.readouterr().err

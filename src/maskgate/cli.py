@@ -126,11 +126,15 @@ def _predict(a) -> int:
     job = {"models": [str(Path(m).resolve()) for m in a.model] if a.model else ["the shipped default"],
            "tta": a.tta, "vote": a.vote, "all_faces": all_faces, "output": "eval" if eval_mode else "rows",
            **{k: v for k, v in _detection_args(a).items() if v is not None}}
-    all_paths, shard = paths, None
+    all_paths, shard, merge_into = paths, None, None
     if a.shard:  # this process classifies photos k, k+n, ... of the job (`maskgate merge` joins the parts)
-        from .shards import parse_shard, shard_indices
+        from .shards import parse_shard, part_path, shard_from_env, shard_indices
 
-        shard = parse_shard(a.shard)
+        if a.shard == "auto":  # the launcher says which: each writes OUT.shardKofN.csv; under torchrun shard 0 merges
+            k, n, launcher = shard_from_env()
+            shard, merge_into, out = (k, n), (out if launcher == "torchrun" and k == 0 else None), part_path(out, k, n)
+        else:
+            shard = parse_shard(a.shard)
         idx = shard_indices(len(paths), *shard)
         paths = [paths[i] for i in idx]
         table = table.iloc[list(idx)] if table is not None else None
@@ -180,6 +184,11 @@ def _predict(a) -> int:
         print(f"maskgate: {n_err} unreadable image(s)" + (" got the most frequent class" if eval_mode else "") +
               f"; listed in {out.with_suffix('.errors.csv')}", file=sys.stderr)
     print(f"wrote {out} ({n_ok} image(s), {n_err} error(s), {rate:.1f} img/s)", file=sys.stderr)
+    if merge_into is not None:  # shard 0 of a torchrun job: the whole job's output, once every part is done
+        from .shards import wait_and_merge
+
+        res = wait_and_merge(merge_into, out, shard[1], log=lambda m: print(m, file=sys.stderr))
+        print(f"merged {res['shards']} shards into {merge_into} ({res['photos']} image(s))", file=sys.stderr)
     return 1 if n_err and n_err == len(paths) else 0
 
 
@@ -411,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="go on from the photos an interrupted run of the same command finished (its <out>.partial.csv)")
     pr.add_argument("--shard", metavar="K/N",
                     help="classify only shard K of N of the photos (K = 0..N-1: photos K, K+N, ...), for one job "
-                         "split over N processes or machines; `maskgate merge` joins the N csvs")
+                         "split over N processes or machines; `maskgate merge` joins the N csvs. auto: K and N "
+                         "from torchrun (RANK, WORLD_SIZE; shard 0 then merges the parts into --out) or a Slurm "
+                         "array, each part written as OUT.shardKofN.csv")
     pr.set_defaults(fn=_predict)
 
     mg = sub.add_parser("merge", help="join the csvs of `maskgate predict --shard K/N` into the one csv of the job")

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +37,57 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or k >= n:
         raise ShardError(f"--shard {text!r}: K must be 0..N-1 and N >= 1")
     return k, n
+
+
+def shard_from_env(env: dict | None = None) -> tuple[int, int, str]:
+    """`--shard auto`: (K, N, launcher) from what the launcher tells each process: torchrun's RANK and
+    WORLD_SIZE (also set by other launchers of PyTorch jobs), or a Slurm job array's task id and count."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        k, n, launcher = int(env["RANK"]), int(env["WORLD_SIZE"]), "torchrun"
+    elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        k = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        n, launcher = int(env["SLURM_ARRAY_TASK_COUNT"]), "slurm"
+    else:
+        raise ShardError("--shard auto: no launcher told this process which shard it is (RANK and WORLD_SIZE "
+                         "from torchrun, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT); give --shard K/N")
+    if not 0 <= k < n:
+        raise ShardError(f"--shard auto: shard {k} of {n} from the {launcher} environment is not 0..N-1")
+    return k, n, launcher
+
+
+def part_path(out: Path, k: int, n: int) -> Path:
+    """Where `--shard auto` writes shard k of n of the job whose output is `out`: sub.csv -> sub.shard0of4.csv."""
+    return out.with_name(f"{out.stem}.shard{k}of{n}{out.suffix}")
+
+
+def wait_and_merge(out: Path, own_part: Path, n: int, timeout_s: float = 6 * 3600.0,
+                   log=lambda m: None) -> dict:
+    """Shard 0 of a torchrun job: wait until every other shard has finished its part (a record of the same job
+    and photo list as `own_part`'s: a part left by an earlier, different job is waited past, not merged), then
+    merge them into `out`. torchrun ends every process of the job when one fails, so the wait is bounded by
+    the job; `timeout_s` bounds it otherwise."""
+    ref = _read_record(own_part)
+    parts = [part_path(out, k, n) for k in range(n)]
+    deadline, said = time.monotonic() + timeout_s, -1
+    while True:
+        ready = []
+        for p in parts:
+            try:
+                r = _read_record(p)
+            except ShardError:
+                continue
+            if all(r[key] == ref[key] for key in ("job", "of", "total", "digest")):
+                ready.append(p)
+        if len(ready) == n:
+            return merge_shards(parts, out)
+        if len(ready) != said:
+            log(f"shard 0: {len(ready)} of {n} parts finished; waiting for the others to merge them into {out}")
+            said = len(ready)
+        if time.monotonic() > deadline:
+            missing = [str(p) for p in parts if p not in ready]
+            raise ShardError(f"{out}: gave up waiting after {timeout_s:g} s for {', '.join(missing)}")
+        time.sleep(0.5)
 
 
 def shard_indices(total: int, k: int, n: int) -> range:
