@@ -194,3 +194,28 @@ def test_class_balance_is_validated():
 
     with pytest.raises(ConfigError, match="class_balance"):
         load_config(overrides=["train.class_balance={mask: lots}"])
+
+
+def test_gender_by_age_weighs_the_gender_loss_of_older_rows():
+    """train.gender_by_age [1, 1, 3]: a >=60 row's gender loss counts three times (hand-computed), the other
+    heads are untouched; the config is checked, and the 18-way head refuses it."""
+    from maskgate.config import ConfigError, load_config
+
+    base = {**default_config()["train"], "age_regression": 0}
+    out = {"mask": torch.zeros(3, 3), "gender": torch.tensor([[1.0, 0], [0, 1.0], [2.0, 0]]),
+           "age": torch.zeros(3, 3), "age_years": torch.full((3,), 40.0)}
+    batch = {"mask": torch.zeros(3, dtype=torch.long), "gender": torch.tensor([0, 0, 1]),
+             "age_band": torch.tensor([0, 1, 2]), "age": torch.tensor([20.0, 40.0, 70.0])}
+    counts = {"age": np.array([10, 10, 10])}
+    _, plain = MultiTaskLoss(base, counts)(out, batch)
+    _, heavy = MultiTaskLoss({**base, "gender_by_age": [1, 1, 3]}, counts)(out, batch)
+    per = create_loss("ce")(out["gender"], smooth_one_hot(batch["gender"], 2, base["label_smoothing"]))
+    assert plain["gender"] == pytest.approx(float(per.mean()), abs=1e-6)
+    assert heavy["gender"] == pytest.approx(float((per[0] + per[1] + 3 * per[2]) / 5), abs=1e-6)
+    assert heavy["mask"] == pytest.approx(plain["mask"]) and heavy["age"] == pytest.approx(plain["age"])
+    with pytest.raises(ConfigError, match="gender_by_age"):
+        load_config(overrides=["train.gender_by_age=[1, 2]"])
+    with pytest.raises(ConfigError, match="gender_by_age"):
+        load_config(overrides=["train.gender_by_age=[1, 1, 0]"])
+    with pytest.raises(ValueError, match="three heads"):
+        MultiTaskLoss({**base, "gender_by_age": [1, 1, 3]}, counts, head="class18")

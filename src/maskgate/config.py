@@ -119,6 +119,9 @@ def validate(cfg: dict) -> None:
         (isinstance(t["tune_age_bias"], bool), "train.tune_age_bias must be true or false"),
         (isinstance(m["input_size"], int) and m["input_size"] >= 32, "model.input_size must be an integer >= 32"),
         (t["age_balance"] in ("none", "sqrt", "inverse"), "train.age_balance must be none, sqrt or inverse"),
+        (isinstance(t["gender_by_age"], list) and len(t["gender_by_age"]) == 3
+         and all(isinstance(v, (int, float)) and v > 0 for v in t["gender_by_age"]),
+         "train.gender_by_age must be three weights > 0, for the age bands <30, 30-59, >=60, e.g. [1, 1, 3]"),
         (isinstance(t["class_balance"], dict) and set(t["class_balance"]) <= {"mask", "gender"}
          and all(v in ("none", "sqrt", "inverse") for v in t["class_balance"].values()),
          "train.class_balance must map mask / gender to none, sqrt or inverse"),

@@ -126,6 +126,11 @@ class MultiTaskLoss(nn.Module):
         balance = t.get("class_balance") or {}
         for task in ("mask", "gender"):  # class-weighted loss for the other heads (none = plain)
             self.register_buffer(f"{task}_w", class_weights(counts[task], balance.get(task, "none")))
+        by_age = [float(v) for v in t.get("gender_by_age", [1.0, 1.0, 1.0])]
+        if head == "class18" and by_age != [1.0, 1.0, 1.0]:
+            raise ValueError("train.gender_by_age weighs the gender head's loss: it needs the three heads, not "
+                             "model.head: class18")
+        self.register_buffer("gender_by_age", torch.tensor(by_age, dtype=torch.float32))
 
     def forward(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         if self.head == "class18":
@@ -134,6 +139,8 @@ class MultiTaskLoss(nn.Module):
         for task in ("mask", "gender"):
             tgt = smooth_one_hot(batch[task], TASK_SIZES[task], self.eps)
             w = getattr(self, f"{task}_w").to(tgt.device)[batch[task].long()]
+            if task == "gender":  # rows of some age bands may count more (train.gender_by_age)
+                w = w * self.gender_by_age.to(tgt.device)[batch["age_band"].long()]
             parts[task] = (self.fns[task](out[task], tgt) * w).sum() / w.sum()
         age_t = soft_age_targets(batch["age"], self.sigma, self.eps)
         w = self.age_w.to(age_t.device)[batch["age_band"].long()]
