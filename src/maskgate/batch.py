@@ -117,7 +117,7 @@ class Journal:
                 (errors if r.get("error") else rows).append(r)
         if eval_table is not None:
             ans = {r["path"]: int(r["class"]) for r in rows if int(r["face"]) == 0}
-            fill = int(np.bincount(list(ans.values()) or [0]).argmax())
+            fill = fill_class(ans.values())
             table = eval_table.assign(ans=[ans.get(str(Path(p)), fill) for p in eval_table["path"]])
             write_csv(self.out, table[["ImageID", "ans"]].to_dict("records"), ["ImageID", "ans"])
         else:
@@ -130,6 +130,12 @@ class Journal:
         self.rows_path.unlink(missing_ok=True)
         self.job_path.unlink(missing_ok=True)
         return len({r["path"] for r in rows}), len(errors)
+
+
+def fill_class(classes: Iterable[int]) -> int:
+    """The answer of an eval-layout photo that has none (unreadable): the most frequent class of the job's
+    answers (the smallest on a tie; 0 for none). `merge` of sharded parts uses it over the whole job."""
+    return int(np.bincount(list(classes) or [0]).argmax())
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:

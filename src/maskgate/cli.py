@@ -167,11 +167,11 @@ def _predict(a) -> int:
               f"{journal.rows_path}: the same command with --resume goes on from them", file=sys.stderr)
         raise
     rate = len(todo) / max(time.time() - t1, 1e-9)
-    rows = {str(Path(p)): journal.done.get(str(Path(p)), []) for p in paths}  # the journal file goes in finish
     n_ok, n_err = journal.finish(paths, table)
     from .shards import record_path, write_record
 
     if shard:  # written last: a part with its record is whole
+        rows = {str(Path(p)): journal.done.get(str(Path(p)), []) for p in paths}  # kept in memory after finish
         errors = [p for p, rs in rows.items() if any(r.get("error") for r in rs)]
         filled = [p for p, rs in rows.items() if not any(str(r.get("face")) == "0" and not r.get("error") for r in rs)]
         rec = write_record(out, job, *shard, all_paths, paths, errors,
@@ -289,9 +289,7 @@ def _serve(a) -> int:
 
 def _watch(a) -> int:
     from .predict import Predictor
-    from .watch.loop import WatchOptions, watch
-
-    from .watch.loop import parse_zone, split_source, watch_many
+    from .watch.loop import WatchOptions, named_sources, parse_zone, split_source, watch, watch_many
 
     opt = WatchOptions(realtime=not a.all_frames, settle=a.settle, min_frames=a.min_frames, max_gap_s=a.max_gap,
                        max_seconds=a.max_seconds, reconnect_s=a.reconnect,
@@ -301,9 +299,7 @@ def _watch(a) -> int:
     if a.post_snapshot and not a.post:
         raise ValueError("--post-snapshot sends the face with each --post event: give --post URL too")
     if len(a.source) > 1:  # names checked before the model loads
-        names = [split_source(s)[0] or f"source{k + 1}" for k, s in enumerate(a.source)]
-        if len(set(names)) < len(names):
-            raise ValueError(f"--source names must differ: {names}")
+        named_sources(a.source)
     pred = Predictor(a.model or None, device=a.device, workers=1, tta=a.tta, **_detection_args(a))
     if len(a.source) == 1:
         name, source = split_source(a.source[0])

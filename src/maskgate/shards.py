@@ -16,12 +16,12 @@ import json
 import os
 import re
 import time
-from collections import Counter
 from pathlib import Path
 
-from .batch import ROW_FIELDS, write_csv
+from .batch import ROW_FIELDS, fill_class, write_csv
 
 SHARD_SUFFIX = ".shard.json"
+SAME_JOB = ("job", "of", "total", "digest")  # what the parts of one job share in their records
 
 
 class ShardError(ValueError):
@@ -77,7 +77,7 @@ def wait_and_merge(out: Path, own_part: Path, n: int, timeout_s: float = 6 * 360
                 r = _read_record(p)
             except ShardError:
                 continue
-            if all(r[key] == ref[key] for key in ("job", "of", "total", "digest")):
+            if all(r[key] == ref[key] for key in SAME_JOB):
                 ready.append(p)
         if len(ready) == n:
             return merge_shards(parts, out)
@@ -159,7 +159,7 @@ def merge_shards(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict
     recs = [_read_record(p) for p in parts]
     first, p0 = recs[0], parts[0]
     for p, r in zip(parts[1:], recs[1:]):
-        for key in ("job", "of", "total", "digest"):
+        for key in SAME_JOB:
             if r[key] != first[key]:
                 what = {"job": "another job (model or options)", "of": "another shard count",
                         "total": "another photo list", "digest": "another photo list"}[key]
@@ -180,14 +180,14 @@ def merge_shards(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict
     if missing:
         raise ShardError(f"merge: shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing (given: "
                          f"{', '.join(f'{k}/{n}' for k in sorted(by_k))})")
-    order = [None] * total
+    order: list[str] = [""] * total  # the job's photos, in the order one run takes them
     for k, (p, r) in by_k.items():
         idx = shard_indices(total, k, n)
         if len(r["paths"]) != len(idx):
             raise ShardError(f"{p}: holds {len(r['paths'])} photos, shard {k}/{n} of {total} has {len(idx)}")
         for i, path in zip(idx, r["paths"]):
-            order[i] = (k, path)
-    if list_digest([path for _, path in order]) != first["digest"]:
+            order[i] = path
+    if list_digest(order) != first["digest"]:
         raise ShardError(f"merge: the parts' photos do not make the list they were cut from ({p0})")
 
     errors = {path for r in recs for path in r["errors"]}
@@ -203,9 +203,8 @@ def merge_shards(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict
             ids.update(zip(r["paths"], r["image_ids"]))
             answers.update((row["ImageID"], row["ans"]) for row in rows)
         # unreadable photos get the most frequent class of the whole job, as one run gives them
-        counts = Counter(int(answers[ids[path]]) for _, path in order if path not in filled)
-        fill = str(min(c for c, m in counts.items() if m == max(counts.values()))) if counts else "0"
-        rows = [{"ImageID": ids[path], "ans": fill if path in filled else answers[ids[path]]} for _, path in order]
+        fill = str(fill_class(int(answers[ids[path]]) for path in order if path not in filled))
+        rows = [{"ImageID": ids[path], "ans": fill if path in filled else answers[ids[path]]} for path in order]
         write_csv(out, rows, ["ImageID", "ans"])
     else:
         grouped: dict[str, list[dict]] = {}
@@ -218,7 +217,7 @@ def merge_shards(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict
             lost = [q for q in r["paths"] if q not in grouped and q not in errors]
             if lost:
                 raise ShardError(f"{p}: has no rows for {len(lost)} of its photos, e.g. {lost[0]}")
-        write_csv(out, [row for _, path in order for row in grouped.get(path, [])], ROW_FIELDS)
+        write_csv(out, [row for path in order for row in grouped.get(path, [])], ROW_FIELDS)
     err_out = out.with_suffix(".errors.csv")
     err_rows = []
     for k, (p, r) in sorted(by_k.items()):
@@ -228,7 +227,7 @@ def merge_shards(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict
                 raise ShardError(f"{p}: its record lists {len(r['errors'])} unreadable photo(s) but {e} is missing")
             err_rows += _read_csv(e)[1]
     if err_rows:
-        pos = {path: i for i, (_, path) in enumerate(order)}
+        pos = {path: i for i, path in enumerate(order)}
         write_csv(err_out, sorted(err_rows, key=lambda row: pos.get(row["path"], total)), ["path", "error"])
     elif err_out.exists():
         err_out.unlink()

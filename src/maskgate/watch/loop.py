@@ -409,7 +409,8 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
     without a URL's password); `stop`: set it to end the watch (the other sources of `watch_many`)."""
     opt = options or WatchOptions()
     label = name or public_name(source)
-    prefix = f"maskgate watch [{name}]" if name else "maskgate watch"
+    tag = f"[{name}] " if name else ""  # whose line it is, when several sources print
+    prefix = f"maskgate watch {tag.strip()}".strip()
 
     def say(msg: str) -> None:  # what the receiver did not get is said even without progress
         print(f"{prefix}: {msg}", file=sys.stderr, flush=True)
@@ -452,14 +453,14 @@ def watch(source: str, predictor: Predictor, options: WatchOptions | None = None
         if poster is not None:
             poster.post(body("closed", ev, jpeg))
         if progress:
-            print(f"{f'[{name}] ' if name else ''}event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) "
+            print(f"{tag}event {ev.event}: track {ev.track} {ev.mask} ({ev.mask_conf:.2f}) "
                   f"{ev.gender} {ev.age_band} {ev.start_s:.1f}-{ev.end_s:.1f} s, {ev.frames} frames", flush=True)
 
     def on_start(ev: Event, snap: np.ndarray | None) -> None:
         if poster is not None:
             poster.post(body("started", ev, _jpeg(snap) if post_snapshot else None))
         if progress and ev.mask != "wear":
-            print(f"{f'[{name}] ' if name else ''}track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at "
+            print(f"{tag}track {ev.track}: {ev.mask} ({ev.mask_conf:.2f}) at "
                   f"{ev.start_s:.1f} s", flush=True)
 
     w = Watcher(predictor, opt, on_event, on_start)
@@ -540,6 +541,17 @@ def per_source(path: str | None, name: str) -> str | None:
     return str(p.with_name(f"{p.stem}_{name}{p.suffix}"))
 
 
+def named_sources(sources: list[str]) -> list[tuple[str, str]]:
+    """`--source` values -> (name, source): NAME=SOURCE, or source1, source2, ... by position; names must differ
+    (each names its own files)."""
+    named = [split_source(s) for s in sources]
+    names = [n or f"source{k + 1}" for k, (n, _) in enumerate(named)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"--source names must differ: {', '.join(dup)} given more than once")
+    return [(n, s) for n, (_, s) in zip(names, named)]
+
+
 def watch_many(sources: list[str], predictor: Predictor, options: WatchOptions | None = None,
                out: str | None = None, events_csv: str | None = None, progress: bool = True,
                post: str | None = None, post_snapshot: bool = False) -> dict:
@@ -548,11 +560,7 @@ def watch_many(sources: list[str], predictor: Predictor, options: WatchOptions |
     source2, ... by position); its own events csv, snapshots and video (`events_NAME.csv`, ...), its name in
     posts and messages. One source that cannot be opened, or fails, ends only its own watch (said in its
     summary's `error`); Ctrl-C ends them all. Returns {"sources": {name: summary}, "events", "people"}."""
-    named = [split_source(s) for s in sources]
-    names = [n or f"source{k + 1}" for k, (n, _) in enumerate(named)]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"--source names must differ: {', '.join(dup)} given more than once")
+    named = named_sources(sources)
     stop = threading.Event()
     results: dict[str, dict] = {}
 
@@ -564,8 +572,7 @@ def watch_many(sources: list[str], predictor: Predictor, options: WatchOptions |
             print(f"maskgate watch [{name}]: error: {e}", file=sys.stderr, flush=True)
             results[name] = {"source": public_name(src), "error": str(e)}
 
-    threads = [threading.Thread(target=run, args=(n, s), name=f"maskgate-watch-{n}", daemon=True)
-               for n, (_, s) in zip(names, named)]
+    threads = [threading.Thread(target=run, args=(n, s), name=f"maskgate-watch-{n}", daemon=True) for n, s in named]
     for t in threads:
         t.start()
     try:
@@ -576,7 +583,7 @@ def watch_many(sources: list[str], predictor: Predictor, options: WatchOptions |
         stop.set()
         for t in threads:
             t.join(30)
-    ordered = {n: results[n] for n in names if n in results}
+    ordered = {n: results[n] for n, _ in named if n in results}
     return {"sources": ordered, "events": sum(r.get("events", 0) for r in ordered.values()),
             "people": sum(r.get("people", 0) for r in ordered.values()),
             "errors": sum("error" in r for r in ordered.values())}
