@@ -47,3 +47,22 @@ def test_noise_and_jpeg_augmentations(crop):
     assert squeezed.dtype == np.uint8 and squeezed.flags.c_contiguous and 0.3 < err < 12, err
     # colours survive the round trip (RGB stays RGB through OpenCV's BGR codec)
     assert np.abs(squeezed.reshape(-1, 3).mean(0) - base.reshape(-1, 3).mean(0)).max() < 3
+
+
+def test_low_res_augmentation(crop):
+    """`augment.low_res`: the crop of a far-away face, i.e. only coarse detail left, at the input size."""
+    import cv2
+
+    pre = Preprocess(input_size=192)
+    base = TrainTransform(pre, OFF)(crop, np.random.default_rng(7))
+    assert np.array_equal(TrainTransform(pre, {**OFF, "low_res": 0.0})(crop, np.random.default_rng(7)), base)
+    small = TrainTransform(pre, {**OFF, "low_res": 1.0})(crop, np.random.default_rng(7))
+    assert small.shape == base.shape and small.dtype == np.uint8
+
+    def detail(img):  # fine detail: variance of the Laplacian
+        return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    assert detail(small) < 0.25 * detail(base), (detail(small), detail(base))
+    # the picture is the same face, only coarser: its 24 px thumbnails agree
+    t = [cv2.resize(x, (24, 24), interpolation=cv2.INTER_AREA).astype(np.float32) for x in (small, base)]
+    assert np.abs(t[0] - t[1]).mean() < 6

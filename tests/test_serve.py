@@ -431,3 +431,99 @@ def test_workers_listen_on_a_socket_whose_connections_get_tcp_nodelay():
         assert asyncio.run(accepted_nodelay()) != 0
     finally:
         sock.close()
+
+
+def _scrape(base: str) -> dict:
+    """One /metrics answer on a new connection (any worker), as {(sample name, sorted labels): value}."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base + "/metrics", headers={"connection": "close"}, timeout=30).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="finds the worker processes through /proc")
+def test_metrics_with_workers_report_the_whole_service(photo, tmp_path):
+    """`serve --workers 2`: a scrape reaches one worker at random, yet every /metrics answer counts the requests
+    of both (each worker's own counts differ); a killed worker's counts stay in the service's totals, its
+    replacement is counted once loaded; the shared folder is the server's own and is removed when it stops."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import json
+
+    import httpx
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    srv = subprocess.Popen([sys.executable, "-m", "maskgate", "serve", "--workers", "2", "--port", str(port),
+                            "--model", str(ONNX)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**env, "TMPDIR": str(tmp_path)})
+    base = f"http://127.0.0.1:{port}"
+    ok = ("maskgate_requests_total", (("endpoint", "/v1/predict"), ("method", "POST"), ("status", "200")))
+    ready = ("maskgate_model_ready", ())
+
+    def own_counts(folder: str, pid: int) -> float:  # one worker's own count of answered photos
+        d = MmapedDict(os.path.join(folder, f"counter_{pid}.db"), read_mode=True)
+        try:
+            keys = [(json.loads(k), v) for k, v, *_ in d.read_all_values()]
+            return sum(v for (_, name, labels, *_), v in keys if name == "maskgate_requests_total"
+                       and labels == {"endpoint": "/v1/predict", "method": "POST", "status": "200"})
+        finally:
+            d.close()
+
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert srv.poll() is None, srv.stderr.read()
+            time.sleep(0.1)
+        workers = _children(srv.pid)
+        assert len(workers) == 2, workers
+        (folder,) = [str(p) for p in tmp_path.glob("maskgate-metrics-*")]
+
+        def send(n: int) -> None:
+            with httpx.Client(base_url=base, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+                for _ in range(n):
+                    assert c.post("/v1/predict", content=photo,
+                                  headers={"content-type": "image/jpeg"}).status_code == 200
+
+        threads = [threading.Thread(target=send, args=(6,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        per_worker = [own_counts(folder, pid) for pid in workers]
+        assert sum(per_worker) == 24 and min(per_worker) > 0, per_worker  # both answered photos
+        for _ in range(8):  # whichever worker answers the scrape
+            m = _scrape(base)
+            assert m[ok] == 24 and m[ready] == 1 and m[("maskgate_predictions_in_flight", ())] == 0, m
+        os.kill(workers[0], signal.SIGKILL)
+        end = time.time() + 60
+        while time.time() < end:
+            now = _children(srv.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.05)
+        assert workers[0] not in _children(srv.pid)
+        send(2)
+        for _ in range(200):  # the replacement takes no connection before its model is loaded
+            m = _scrape(base)
+            if m[ready] == 1:
+                break
+            time.sleep(0.1)
+        assert m[ok] == 26 and m[ready] == 1, m
+    finally:
+        srv.terminate()
+        srv.wait(30)
+    assert not list(tmp_path.glob("maskgate-metrics-*"))

@@ -221,3 +221,43 @@ def test_validation_masks_are_drawn_once_and_give_the_same_images(monkeypatch):
     assert ds.prepare_drawn() == 0  # nothing left to make
     with pytest.raises(ValueError, match="evaluation rows"):
         ImageDataset(images, targets, pre, {"hflip": 0.5}, seed=5).prepare_drawn()
+
+
+def test_a_killed_synth_job_resumes_to_the_same_set(labelled_source, tmp_path, monkeypatch):
+    """Ctrl-C after 3 of 6 people, the journal's last line torn as a kill leaves it: `--resume` draws only
+    the people not in the journal and the folder ends byte for byte as one uninterrupted run's. Without
+    `--resume` the unfinished folder is refused; another job's options are refused naming the difference."""
+    import maskgate.synth.writer as writer
+
+    whole = tmp_path / "whole"
+    assert writer.synthesize(labelled_source, whole, seed=5, workers=1)["people"] == 6
+    part = tmp_path / "part"
+    drawn, real_one_face = [], writer.FaceCropper.faces
+
+    def faces(self, rgb, all_faces=True):  # one call per person drawn; Ctrl-C at the 4th
+        drawn.append(1)
+        if len(drawn) == 4:
+            raise KeyboardInterrupt
+        return real_one_face(self, rgb, all_faces)
+
+    monkeypatch.setattr(writer.FaceCropper, "faces", faces)
+    with pytest.raises(KeyboardInterrupt):
+        writer.synthesize(labelled_source, part, seed=5, workers=1)
+    journal = part / writer.JOURNAL
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 3 and not (part / "synth.csv").exists()
+    with open(journal, "a") as f:  # the 4th person's line half written when the process died
+        f.write('{"i": 3, "row": {"id": "0000')
+    r = synth_cli("--src", labelled_source, "--out", part, "--seed", "5")
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = synth_cli("--src", labelled_source, "--out", part, "--seed", "6", "--resume")
+    assert r.returncode == 2 and "seed=5 there, 6 now" in r.stderr, r.stderr
+    drawn.clear()
+    assert writer.synthesize(labelled_source, part, seed=5, workers=2, resume=True)["people"] == 6
+    assert len(drawn) == 3  # only the people not done
+    assert not journal.exists()
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(part) for p in part.rglob("*") if p.is_file())
+    assert all((whole / f).read_bytes() == (part / f).read_bytes() for f in files)
+    r = synth_cli("--src", labelled_source, "--out", part, "--seed", "5", "--resume")
+    assert r.returncode == 2 and "finished" in r.stderr

@@ -315,7 +315,7 @@ def _synth(a) -> int:
     from .synth.writer import synthesize
 
     res = synthesize(a.src, a.out, layout=a.layout, per_person=a.per_person, seed=a.seed, workers=a.workers,
-                     limit=a.limit)
+                     limit=a.limit, resume=a.resume)
     print(json.dumps(res))
     if res["skipped"]:
         print(f"maskgate: {res['skipped']} photo(s) skipped, listed in {Path(a.out) / 'synth_problems.csv'}",
@@ -530,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--limit", type=int, default=0, help="only the first N people (0 = all)")
     sy.add_argument("--workers", type=int, default=2)
+    sy.add_argument("--resume", action="store_true",
+                    help="finish a killed job in --out (its synth.partial.jsonl): people done are kept")
     sy.set_defaults(fn=_synth)
 
     ad = sub.add_parser("adapt", help="re-fit a model's age-band offsets on your own labelled people (no training)")

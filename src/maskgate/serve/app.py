@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, AgeBand, Gender, Mask, class_name, decode, marginals
 from ..predict import FaceResult, Predictor, rescale_boxes
-from .metrics import ServiceMetrics
+from .metrics import MULTIPROC_ENV, ServiceMetrics
 from .uploads import UploadError, decode_upload
 
 
@@ -325,7 +325,8 @@ def app_from_env():
 
 def serve(model: Any, host: str, port: int, workers: int, settings: ServeSettings, log_level: str = "info") -> None:
     import os
-
+    import shutil
+    import tempfile
     import warnings
 
     import uvicorn
@@ -337,7 +338,19 @@ def serve(model: Any, host: str, port: int, workers: int, settings: ServeSetting
         # uvicorn starts a worker again when one dies; it takes connections once its model is loaded
         settings = replace(settings, load_at_startup=True)
         os.environ["MASKGATE_SERVE"] = json.dumps({"model": model, "settings": asdict(settings)})
-        uvicorn.run("maskgate.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level)
+        # /metrics for the whole service, whichever worker a scrape reaches: the workers (new processes,
+        # which import prometheus_client after this) share their values through files in one folder, made
+        # empty for this server unless the operator names one (then clearing it between runs is theirs)
+        own = None
+        if not (os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())):
+            own = tempfile.mkdtemp(prefix="maskgate-metrics-")
+            os.environ[MULTIPROC_ENV] = own
+        try:
+            uvicorn.run("maskgate.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level)
+        finally:
+            if own:
+                shutil.rmtree(own, ignore_errors=True)
+                os.environ.pop(MULTIPROC_ENV, None)
     else:
         uvicorn.run(create_app(model, settings), host=host, port=port, log_level=log_level)

@@ -2,7 +2,8 @@
 
 Eval is exactly `Preprocess.resize`, the call predict uses. Train first redraws a pasted mask in a new
 look where its outline is known (`mask_look.py`), then one random similarity warp (flip, scale, shift,
-rotation) done in a single interpolation, then photometric jitter, sensor noise and JPEG compression.
+rotation) done in a single interpolation, then photometric jitter, a far-away face's resolution, sensor noise
+and JPEG compression.
 """
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ class TrainTransform:
             img = cv2.addWeighted(img, sat, gray, 1 - sat, 0)
         if rng.random() < a["blur"]:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
+        # a small face in the photo: the aligned crop is an upscaled copy of few pixels (wide framing, a camera
+        # at a doorway); shrink to a face width of 24-80 px and back, as the crop of such a face looks
+        if a.get("low_res") and rng.random() < a["low_res"]:  # no draw when off: old recipes replay exactly
+            small = int(rng.integers(24, 81))
+            if small < size:
+                tiny = cv2.resize(img, (small, small), interpolation=cv2.INTER_AREA)
+                img = cv2.resize(tiny, (size, size), interpolation=cv2.INTER_LINEAR)
         # camera sensor noise, then compression, in the order a camera applies them (other photo sources
         # than the proxy's clean photos; .get: configs saved before these keys existed keep working)
         if a.get("noise") and rng.random() < a["noise"]:  # no draw when off: old recipes replay exactly
