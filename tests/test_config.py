@@ -48,6 +48,8 @@ def test_packaged_config_by_name_and_file_first(tmp_path, monkeypatch):
     assert fast["data"] == world["data"] and fast["model"] == world["model"]
     assert {k: v for k, v in fast["train"].items() if k != "epochs"} == {
         k: v for k, v in world["train"].items() if k != "epochs"} and fast["train"]["epochs"] == 3
+    assert {k: v for k, v in fast["augment"].items() if k != "low_res"} == {
+        k: v for k, v in world["augment"].items() if k != "low_res"} and fast["augment"]["low_res"] == 0.25
     large = load_config("gpu_large")  # the GPU recipe on a larger network and crop
     assert large["model"]["backbone"] == "tf_efficientnet_lite2" and large["model"]["freeze_blocks"] == 0
     assert large["model"]["input_size"] <= large["face"]["crop_size"]  # the input is never an upsampled crop
