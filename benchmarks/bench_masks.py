@@ -22,6 +22,7 @@ accuracy on real masks.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -143,6 +144,8 @@ def main() -> None:
     ap.add_argument("--eval", default="../shared/data/maskproxy/eval")
     ap.add_argument("--images", type=int, default=3395)
     a, _ = ap.parse_known_args()
+    if {"-h", "--help"} & set(sys.argv[1:]):  # the shared command line's help, before any pairing work
+        run({}, "masks.png")
     every = pd.read_csv(Path(a.eval) / "answers.csv")  # unmasked photos of people beyond --images count too
     truth = every.head(a.images)
     pairs = pair_with_normal(Path(a.eval), every)
