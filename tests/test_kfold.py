@@ -130,6 +130,24 @@ def test_seeds_trains_each_seed_soups_them_and_resumes(tiny_data, tmp_path):
     soup = MaskClassifier.load(out / "soup.pt")
     assert [m["path"] for m in soup.info["soup"]["members"]] == [str(out / f"seed{s}" / "best.pt") for s in (42, 43)]
     assert soup.info["soup"]["repair"]["folders"] == [str(train)] and soup.info["soup"]["repair"]["images"] > 0
+    # the soup and every member scored alike on the shared validation people's photos, which REPAIR never drew
+    split = splits[0]
+    val = split[split["split"] == "val"]
+    vp = sd["validation_photos"]
+    assert vp["photos"] == len(val) and vp["people"] == val["person"].nunique()
+    assert soup.info["soup"]["repair"]["left_out"] == len(val)
+    assert [r["model"] for r in vp["scores"]] == ["seed 42", "seed 43", "soup", "soup, mirror TTA on"]
+    assert [r["tta"] for r in vp["scores"]] == ["own", "own", "own", "on"]
+    assert all(r["n"] == len(val) for r in vp["scores"])
+    from sklearn.metrics import f1_score
+
+    from maskgate.predict import Predictor
+    for name, model in (("seed 43", out / "seed43" / "best.pt"), ("soup", out / "soup.pt")):
+        pred = [res[0].cls for _, res, _ in Predictor(str(model)).predict_files(val["path"])]
+        want = f1_score(val["label"], pred, labels=np.unique(val["label"]), average="macro")
+        got = next(row for row in vp["scores"] if row["model"] == name)["macro_f1"]
+        assert got == pytest.approx(want, abs=1e-4), name
+    assert "soup" in r.stderr and "validation photos" in r.stderr
     sub = tmp_path / "sub.csv"
     _cli("predict", "--data-dir", ev, "--out", sub, "--model", out / "soup.pt")
     assert pd.read_csv(sub)["ans"].between(0, 17).all()

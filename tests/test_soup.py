@@ -155,3 +155,30 @@ def test_soup_command_calibrates_on_photo_folders(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(args + ["--calibrate", str(tmp_path / "empty")]) == 2
     assert "empty: no images" in capsys.readouterr().err
+
+
+def test_calibration_never_draws_the_photos_it_is_told_to_skip(tmp_path):
+    """`maskgate seeds` scores its soup on the validation people's photos: REPAIR must not have seen them."""
+    import os
+
+    from maskgate.data.images import list_images
+    from maskgate.demo import make_inputs
+    from maskgate.models.soup import calibration_batch
+
+    make_inputs(tmp_path / "photos")
+    photos = list_images(tmp_path / "photos")
+    pre = Preprocess(input_size=64)
+    x, _ = calibration_batch(pre, [tmp_path / "photos"], n=len(photos))
+    assert x.shape[0] == len(photos)
+    skip = photos[:2]  # given as they appear elsewhere: a relative path still names the same file
+    rel = [os.path.relpath(p) for p in skip]
+    y, _ = calibration_batch(pre, [tmp_path / "photos"], n=len(photos), skip=rel)
+    assert y.shape[0] == len(photos) - 2
+    # the batch is the crops of the other photos, in order: equal to a batch drawn from them alone
+    (tmp_path / "rest").mkdir()
+    for p in photos[2:]:
+        (tmp_path / "rest" / p.name).write_bytes(p.read_bytes())
+    z, _ = calibration_batch(pre, [tmp_path / "rest"], n=len(photos))
+    assert torch.equal(y, z)
+    with pytest.raises(ValueError, match="outside the validation photos"):
+        calibration_batch(pre, [tmp_path / "photos"], n=4, skip=photos)

@@ -20,7 +20,7 @@ import copy
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import torch
@@ -184,18 +184,22 @@ def repair_soup(soup: MaskClassifier, x: torch.Tensor) -> dict:
 
 
 def calibration_batch(preprocess: Preprocess, folders: Sequence[str | os.PathLike], n: int = 512,
-                      seed: int = 0, workers: int = 2) -> tuple[torch.Tensor, list[str]]:
+                      seed: int = 0, workers: int = 2, skip: Collection[str | os.PathLike] = ()
+                      ) -> tuple[torch.Tensor, list[str]]:
     """n photos spread evenly over the folders (searched recursively, a seeded draw), cut by the model's own
-    face cropper (crops cached as in training) -> the network's input batch, and any unreadable files."""
+    face cropper (crops cached as in training) -> the network's input batch, and any unreadable files.
+    `skip`: photos never drawn (the validation people a soup is then scored on)."""
     from ..data.images import list_images
     from ..faces.cache import CropCache, default_cache_root
 
     rng = np.random.default_rng(seed)
+    left_out = {os.path.abspath(p) for p in skip}
     paths: list[str] = []
     for k, folder in enumerate(folders):
-        found = sorted(str(p) for p in list_images(folder))
+        found = sorted(str(p) for p in list_images(folder) if os.path.abspath(p) not in left_out)
         if not found:
-            raise ValueError(f"soup --calibrate: {folder}: no images (.jpg, .jpeg, .png, ...) found")
+            raise ValueError(f"soup --calibrate: {folder}: no images (.jpg, .jpeg, .png, ...) found"
+                             + (" outside the validation photos" if left_out else ""))
         take = n // len(folders) + (1 if k < n % len(folders) else 0)
         paths += [found[i] for i in sorted(rng.choice(len(found), min(take, len(found)), replace=False))]
     crops, _found, _lm, keys, problems = CropCache(default_cache_root(), preprocess.crop).crop_all(
@@ -213,17 +217,20 @@ def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:
 
 def soup_models(paths: Sequence[str | os.PathLike], out: str | os.PathLike, weights: Sequence[float] | None = None,
                 calibrate: Sequence[str | os.PathLike] = (), n: int = 512, workers: int = 2,
-                log=print) -> dict:
-    """make_soup + (REPAIR on `calibrate` photo folders, if any) + save_soup: what `maskgate soup`, `maskgate
-    seeds` and `maskgate kfold --soup` do, in one place. Returns the summary the commands print."""
+                log=print, skip: Collection[str | os.PathLike] = ()) -> dict:
+    """make_soup + (REPAIR on `calibrate` photo folders, if any, leaving out the photos in `skip`) + save_soup:
+    what `maskgate soup`, `maskgate seeds` and `maskgate kfold --soup` do, in one place. Returns the summary
+    the commands print."""
     model = make_soup(paths, weights)
     repaired = None
     if calibrate:
-        x, problems = calibration_batch(model.preprocess, calibrate, n, workers=workers)
+        x, problems = calibration_batch(model.preprocess, calibrate, n, workers=workers, skip=skip)
         for p in problems:
             log(f"skipped: {p}")
         repaired = repair_soup(model, x)
         model.info["soup"]["repair"]["folders"] = [str(f) for f in calibrate]
+        if skip:
+            model.info["soup"]["repair"]["left_out"] = len(skip)
     save_soup(model, out)
     return {"out": str(out), "members": model.info["soup"]["members"], "repair": repaired,
             "age_bias": [[round(v, 4) for v in row] for row in model.age_bias.tolist()],
