@@ -160,3 +160,24 @@ def test_seeds_trains_each_seed_soups_them_and_resumes(tiny_data, tmp_path):
     for bad in ("1", "2,2", "x", "0"):
         with pytest.raises(ValueError, match="--seeds"):
             seed_list(bad, cfg)
+
+
+def test_validation_photos_are_the_main_layouts_shared_ones(tmp_path):
+    """What `maskgate seeds` scores its soup on: the competition layout's validation rows that every run shares;
+    an extra source's rows (masks drawn in training, not on disk) are left out; runs that differ get none."""
+    from maskgate.train.seeds import validation_photos
+
+    rows = pd.DataFrame({"path": ["a/1.jpg", "a/2.jpg", "b/1.jpg", "w/t1.jpg", "w/t2.jpg"],
+                         "person": ["000001", "000001", "000002", "t1", "t2"], "label": [3, 15, 4, 12, 0],
+                         "split": ["val", "val", "train", "val", "train"],
+                         "source": ["main", "main", "main", "faces-world", "faces-world"]})
+    for k, table in enumerate((rows, rows, rows.assign(split=["val", "train", "val", "val", "train"]))):
+        (tmp_path / f"r{k}").mkdir()
+        table.to_csv(tmp_path / f"r{k}" / "split.csv", index=False)
+    val = validation_photos([tmp_path / "r0", tmp_path / "r1"])
+    assert val["path"].tolist() == ["a/1.jpg", "a/2.jpg"] and val["person"].tolist() == ["000001", "000001"]
+    assert val["label"].tolist() == [3, 15]
+    assert validation_photos([tmp_path / "r0", tmp_path / "r2"]) is None  # another split: nothing shared to score
+    (tmp_path / "r3").mkdir()  # a run without extra sources has no source column
+    rows.drop(columns="source").iloc[:3].to_csv(tmp_path / "r3" / "split.csv", index=False)
+    assert validation_photos([tmp_path / "r3", tmp_path / "r3"])["path"].tolist() == ["a/1.jpg", "a/2.jpg"]
