@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskgate.models.soup import calibration_batch, make_soup, repair_soup, save_soup
+from maskgate.models.soup import soup_models
 from maskgate.train.seeds import score_on_photos, validation_photos
 
 
@@ -51,17 +51,12 @@ def main() -> int:
     rows = []
     for seed, n in draws:
         t = time.time()
-        soup = make_soup([str(Path(r) / "best.pt") for r in a.run])
-        x, problems = calibration_batch(soup.preprocess, [a.calibrate], n, seed=seed, skip=val["path"].tolist())
-        for p in problems:
-            log(f"skipped: {p}")
-        repair_soup(soup, x)
-        del x
         path = out / f"soup_d{seed}_n{n}.pt"
-        save_soup(soup, path)
+        soup_models([str(Path(r) / "best.pt") for r in a.run], path, calibrate=[a.calibrate], n=n, log=log,
+                    skip=val["path"].tolist(), seed=seed)
         log(f"draw seed {seed}, {n} photos:")
-        (v,), (e,) = score_on_photos([("validation", str(path), None)], val, log), \
-            score_on_photos([("eval", str(path), None)], ev_photos, log)
+        (v,) = score_on_photos([("validation", str(path), None)], val, log)
+        (e,) = score_on_photos([("eval", str(path), None)], ev_photos, log)
         rows.append({"seed": seed, "photos": n, "val_macro_f1": v["macro_f1"], "val_age_acc": v["age_acc"],
                      "eval_macro_f1": e["macro_f1"], "eval_gender_acc": e["gender_acc"], "eval_age_acc": e["age_acc"],
                      "seconds": round(time.time() - t, 1)})

@@ -217,14 +217,14 @@ def save_soup(model: MaskClassifier, path: str | os.PathLike) -> None:
 
 def soup_models(paths: Sequence[str | os.PathLike], out: str | os.PathLike, weights: Sequence[float] | None = None,
                 calibrate: Sequence[str | os.PathLike] = (), n: int = 512, workers: int = 2,
-                log=print, skip: Collection[str | os.PathLike] = ()) -> dict:
-    """make_soup + (REPAIR on `calibrate` photo folders, if any, leaving out the photos in `skip`) + save_soup:
-    what `maskgate soup`, `maskgate seeds` and `maskgate kfold --soup` do, in one place. Returns the summary
-    the commands print."""
+                log=print, skip: Collection[str | os.PathLike] = (), seed: int = 0) -> dict:
+    """make_soup + (REPAIR on `n` photos of the `calibrate` folders, if any, drawn with `seed`, leaving out the
+    photos in `skip`) + save_soup: what `maskgate soup`, `maskgate seeds`, `maskgate kfold --soup` and
+    benchmarks/bench_soup_draws.py do, in one place. Returns the summary the commands print."""
     model = make_soup(paths, weights)
     repaired = None
     if calibrate:
-        x, problems = calibration_batch(model.preprocess, calibrate, n, workers=workers, skip=skip)
+        x, problems = calibration_batch(model.preprocess, calibrate, n, seed=seed, workers=workers, skip=skip)
         for p in problems:
             log(f"skipped: {p}")
         repaired = repair_soup(model, x)
